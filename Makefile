@@ -1,0 +1,40 @@
+# Two commands set up and run everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_run
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_SILENT := true
+
+.PHONY: venv demo test test-slow benchmark clean
+
+venv: $(STAMP)
+
+# torch/torchvision first (pip takes them from the local wheel cache where present); sam2
+# then builds from source against that torch, without its CUDA extension.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation sam2==1.1.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m vssam2.synthetic --root $(DEMO_DIR)/data --seed 0
+	$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml \
+		--data.root $(DEMO_DIR)/data/vspw --data.pred_root $(DEMO_DIR)/data/predictions \
+		--trainer.default_root_dir $(DEMO_DIR)/runs
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/bench_metrics.py
+
+clean:
+	rm -rf $(DEMO_DIR) runs wandb lightning_logs
