@@ -1,0 +1,77 @@
+"""The five numbers of the study's tables from one object: mIoU, WIoU, mBIoU, mVC8, mVC16."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
+from vssam2.metrics.boundary import BoundaryIoU
+from vssam2.metrics.consistency import VideoConsistency
+from vssam2.metrics.functional import check_pair
+from vssam2.metrics.iou import SemanticIoU
+
+# Names as the paper's tables print them.
+METRIC_NAMES: tuple[str, ...] = ("mIoU", "WIoU", "mBIoU", "mVC8", "mVC16")
+
+
+class VSSMetrics(nn.Module):
+    """mIoU, WIoU (frequency-weighted IoU), mBIoU and mVC_n for every n in ``vc_lengths``.
+
+    Feed it ordered chunks of videos (any chunking); ``compute`` returns fractions in [0, 1].
+    Under DDP each metric syncs its states on ``compute``; videos must be sharded whole.
+
+    Args:
+        num_classes: number of classes C.
+        ignore_index: ignore id of the GT / "no prediction" id of a prediction.
+        boundary_width: boundary band half-width in pixels (mBIoU).
+        boundary_mode: "image" (Eq. 6) or "class".
+        vc_lengths: window lengths of the video-consistency metrics (named mVC<n>).
+        vc_windows: "scripts" (T−n windows per video) or "paper" (T−n+1).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = NUM_CLASSES,
+        ignore_index: int = IGNORE_INDEX,
+        boundary_width: int = 5,
+        boundary_mode: str = "image",
+        vc_lengths: Sequence[int] = (8, 16),
+        vc_windows: str = "scripts",
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.iou = SemanticIoU(num_classes, ignore_index)
+        self.boundary = BoundaryIoU(num_classes, boundary_width, boundary_mode, ignore_index)
+        self.consistency = nn.ModuleDict(
+            {f"mVC{n}": VideoConsistency(n, vc_windows, num_classes, ignore_index) for n in vc_lengths}
+        )
+
+    def update(
+        self, preds: torch.Tensor, target: torch.Tensor, video: str, start: int = 0, last: bool = False
+    ) -> None:
+        """Adds one chunk of a video: (L, H, W) predicted and GT ids of frames start…start+L−1."""
+        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)
+        self.iou.update(preds, target)
+        self.boundary.update(preds, target)
+        for metric in self.consistency.values():
+            metric.update(preds, target, video=video, start=start, last=last)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Returns ``{"mIoU", "WIoU", "mBIoU", "mVC8", "mVC16", "per_class_iou"}`` (fractions)."""
+        iou = self.iou.compute()
+        results = {"mIoU": iou["mIoU"], "WIoU": iou["FWIoU"], "mBIoU": self.boundary.compute()}
+        for name, metric in self.consistency.items():
+            results[name] = metric.compute()
+        results["per_class_iou"] = iou["per_class_iou"]
+        return results
+
+    def reset(self) -> None:
+        """Clears every metric."""
+        self.iou.reset()
+        self.boundary.reset()
+        for metric in self.consistency.values():
+            metric.reset()

@@ -1,0 +1,157 @@
+"""Video consistency mVC_n (Eq. 4), computed streaming over ordered chunks of each video."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
+from vssam2.metrics.functional import check_pair, consistency_window_counts
+
+WINDOW_COUNTS = ("scripts", "paper")
+
+
+@dataclass
+class _VideoTail:
+    """What a video needs carried into its next chunk."""
+
+    preds: torch.Tensor  # (K, H, W) last frames seen, K ≤ n − 1 + lag
+    target: torch.Tensor  # (K, H, W)
+    next_frame: int  # index the next chunk must start at
+    next_window: int  # first window start not scored yet
+
+
+class VideoConsistency(Metric):
+    """mVC_n: VSPW's video consistency, as the CFFM / MRCFA / TV3S scripts compute it.
+
+    In each window of n consecutive frames, a pixel is GT-stable if its GT is equal over the
+    n frames and pred-stable likewise (ignore pixels are not masked); the window score is
+    |GT-stable ∧ pred-stable| / |GT-stable|. mVC_n is the mean over all windows of all videos
+    pooled (windows without GT-stable pixels are skipped, as ``np.nanmean`` does).
+
+    Videos arrive as ordered chunks (``update`` per chunk, with the index of its first frame);
+    the metric keeps the last frames of each open video, so any chunking gives the same
+    result as whole videos. A video must be scored entirely on one process: shard data by
+    whole videos under DDP (the window scores, not the frames, are synced).
+
+    Args:
+        n: window length in frames (8 and 16 in the paper).
+        windows: "scripts" — T−n windows per video (starts 0…T−n−1, the reference scripts);
+            "paper" — T−n+1 windows (Eq. 4 as printed).
+        num_classes: number of classes C (for input validation).
+        ignore_index: ignore id.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(
+        self,
+        n: int = 8,
+        windows: str = "scripts",
+        num_classes: int = NUM_CLASSES,
+        ignore_index: int = IGNORE_INDEX,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if n < 2:
+            raise ValueError(f"n must be >= 2, got {n}")
+        if windows not in WINDOW_COUNTS:
+            raise ValueError(f"windows must be one of {WINDOW_COUNTS}, got {windows!r}")
+        self.n = n
+        self.windows = windows
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        # The scripts never let a window end on a video's last frame, so a window is scored
+        # only once the frame after it has arrived.
+        self._lag = 1 if windows == "scripts" else 0
+        self.set_dtype(torch.float64)
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self._tails: dict[str, _VideoTail] = {}
+        self._finished: set[str] = set()
+
+    def update(
+        self, preds: torch.Tensor, target: torch.Tensor, video: str, start: int = 0, last: bool = False
+    ) -> None:
+        """Adds one chunk of a video.
+
+        Args:
+            preds: (L, H, W) predicted ids of consecutive frames.
+            target: (L, H, W) GT ids of the same frames.
+            video: video id; chunks of one video must arrive in frame order.
+            start: index in the video of the chunk's first frame.
+            last: True for a video's final chunk (frees its carried frames).
+
+        Raises:
+            ValueError: chunks out of order, a chunk after the video's last one, a frame size
+                that changes within a video, or invalid label maps.
+        """
+        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)
+        if video in self._finished:
+            raise ValueError(f"video {video!r}: got a chunk at frame {start} after its last chunk")
+        tail = self._tails.get(video)
+        expected = tail.next_frame if tail is not None else 0
+        if start != expected:
+            raise ValueError(
+                f"video {video!r}: chunk starts at frame {start} but frame {expected} was expected next "
+                "(chunks of a video must arrive in order, each frame once)"
+            )
+        if tail is not None and tail.target.shape[1:] != target.shape[1:]:
+            raise ValueError(
+                f"video {video!r}: frame size changed from {tuple(tail.target.shape[1:])} "
+                f"to {tuple(target.shape[1:])} at frame {start}"
+            )
+        if tail is not None:
+            preds = torch.cat([tail.preds, preds.to(tail.preds)])
+            target = torch.cat([tail.target, target.to(tail.target)])
+            offset = tail.next_frame - tail.target.shape[0]  # video index of preds[0]
+            next_window = tail.next_window
+        else:
+            offset, next_window = 0, 0
+        end = offset + target.shape[0]  # one past the last frame seen
+
+        # Window s is complete and may be scored when frame s + n − 1 + lag has been seen.
+        last_window = end - self.n - self._lag  # inclusive
+        if last_window >= next_window:
+            both, gt_stable = consistency_window_counts(
+                preds[next_window - offset :], target[next_window - offset :], self.n
+            )
+            count = last_window - next_window + 1
+            both, gt_stable = both[:count], gt_stable[:count]
+            keep = gt_stable > 0
+            self.scores.append((both[keep].double() / gt_stable[keep].double()).cpu())
+            next_window = last_window + 1
+
+        if last:
+            self._tails.pop(video, None)
+            self._finished.add(video)
+            return
+        carry = self.n - 1 + self._lag
+        self._tails[video] = _VideoTail(
+            preds=preds[-carry:].clone(), target=target[-carry:].clone(), next_frame=end, next_window=next_window
+        )
+
+    def compute(self) -> torch.Tensor:
+        """Returns mVC_n in [0, 1] (NaN when no window had GT-stable pixels)."""
+        scores = dim_zero_cat(self.scores) if len(self.scores) else torch.zeros(0, dtype=torch.float64)
+        if scores.numel() == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        # fsum is exactly rounded, so the mean does not depend on window order or rank split.
+        return torch.tensor(math.fsum(scores.double().tolist()) / scores.numel(), dtype=torch.float64)
+
+    def reset(self) -> None:
+        """Clears the scores and every open video."""
+        super().reset()
+        self._tails = {}
+        self._finished = set()
+
+    def forward(self, *args, **kwargs):  # noqa: D102
+        raise RuntimeError(
+            "VideoConsistency has no per-batch value (windows span chunks): call update() per chunk, "
+            "then compute()"
+        )

@@ -1,0 +1,255 @@
+"""Pure functional core of the VSS metrics (no state, no distributed logic).
+
+Definitions are pinned in DESIGN.md ("Metric definitions"); the Metric classes in this package
+only accumulate what these functions return. Label maps are evaluation ids: 0…C−1 are
+classes, 255 is "ignore" in the ground truth and "no prediction" in a prediction.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vssam2.labels import IGNORE_INDEX
+
+
+def as_label_map(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Returns ``x`` as a (N, H, W) integer label map; a single (H, W) map gets N = 1.
+
+    Raises:
+        TypeError: if ``x`` is not an integer tensor.
+        ValueError: if ``x`` is not 2-D or 3-D.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of label ids, got {type(x).__name__}")
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name}: expected integer label ids, got dtype {x.dtype} (take argmax of logits first)")
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.ndim != 3:
+        raise ValueError(f"{name}: expected shape (N, H, W) or (H, W), got {tuple(x.shape)}")
+    return x
+
+
+def check_label_range(x: torch.Tensor, num_classes: int, name: str, ignore_index: int = IGNORE_INDEX) -> None:
+    """Raises ValueError if ``x`` holds ids outside 0…num_classes−1 that are not ``ignore_index``."""
+    bad = ((x < 0) | (x >= num_classes)) & (x != ignore_index)
+    if bool(bad.any()):
+        values = torch.unique(x[bad])[:10].tolist()
+        raise ValueError(
+            f"{name}: label ids out of range (allowed 0..{num_classes - 1} and {ignore_index}): {values}"
+        )
+
+
+def check_pair(
+    preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validates a prediction/ground-truth pair and returns both as (N, H, W) label maps.
+
+    Raises:
+        TypeError, ValueError: non-integer input, wrong rank, shape mismatch or ids out of range.
+    """
+    preds = as_label_map(preds, "preds")
+    target = as_label_map(target, "target")
+    if preds.shape != target.shape:
+        raise ValueError(f"preds and target shapes differ: {tuple(preds.shape)} vs {tuple(target.shape)}")
+    check_label_range(preds, num_classes, "preds", ignore_index)
+    check_label_range(target, num_classes, "target", ignore_index)
+    return preds, target
+
+
+def confusion_matrix(
+    preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Confusion matrix over pixels whose target is not ``ignore_index``.
+
+    A prediction of ``ignore_index`` ("no prediction") lands in an extra last column: it is
+    a false negative of the target class and a false positive of no class.
+
+    Args:
+        preds: (N, H, W) predicted ids, 0…C−1 or ``ignore_index``.
+        target: (N, H, W) ground-truth ids, 0…C−1 or ``ignore_index``.
+        num_classes: C.
+        ignore_index: the ignore / no-prediction id.
+
+    Returns:
+        (C, C + 1) int64: rows are target classes, columns predicted classes + "no prediction".
+    """
+    valid = target != ignore_index  # (N, H, W) bool
+    t = target[valid].long()
+    p = preds[valid].long()
+    p = torch.where(p == ignore_index, torch.full_like(p, num_classes), p)
+    counts = torch.bincount(t * (num_classes + 1) + p, minlength=num_classes * (num_classes + 1))
+    return counts.reshape(num_classes, num_classes + 1)
+
+
+def iou_from_confusion(confmat: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU = TP / (TP + FP + FN) from a (C, C + 1) confusion matrix.
+
+    Returns:
+        (C,) float64, NaN for classes without ground-truth pixels (they are not averaged).
+    """
+    num_classes = confmat.shape[0]
+    confmat = confmat.double()
+    tp = confmat[:, :num_classes].diagonal()
+    gt_pixels = confmat.sum(dim=1)  # TP + FN, incl. "no prediction"
+    predicted = confmat[:, :num_classes].sum(dim=0)  # TP + FP
+    iou = tp / (gt_pixels + predicted - tp)
+    return torch.where(gt_pixels > 0, iou, torch.full_like(iou, float("nan")))
+
+
+def mean_iou(confmat: torch.Tensor) -> torch.Tensor:
+    """mIoU: mean per-class IoU over classes that have ground-truth pixels (NaN if none)."""
+    return torch.nanmean(iou_from_confusion(confmat))
+
+
+def frequency_weighted_iou(confmat: torch.Tensor) -> torch.Tensor:
+    """FWIoU = Σ_c freq_c · IoU_c, freq_c = GT pixels of c / all valid GT pixels (NaN if none)."""
+    iou = iou_from_confusion(confmat)
+    gt_pixels = confmat.double().sum(dim=1)
+    total = gt_pixels.sum()
+    if total == 0:
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    return (gt_pixels / total * torch.nan_to_num(iou, nan=0.0)).sum()
+
+
+def boundary_band(target: torch.Tensor, width: int = 5, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Boundary band of a ground-truth map.
+
+    A valid pixel p is in the band if some pixel q with chessboard distance ≤ ``width`` from p
+    carries another GT value (ignore included) — the same set as eroding each class mask
+    ``width`` times with a 3×3 structuring element. Pixels outside the image do not count:
+    the image border is not a boundary.
+
+    Args:
+        target: (N, H, W) ground-truth ids.
+        width: band half-width in pixels (≥ 1).
+        ignore_index: ignore id; ignore pixels are never in the band.
+
+    Returns:
+        (N, H, W) bool.
+    """
+    if width < 1:
+        raise ValueError(f"boundary width must be >= 1, got {width}")
+    k = 2 * width + 1
+    # max_pool2d pads with -inf, so the window is clipped at the image border; a square
+    # window is separable, which keeps the cost at 2k comparisons per pixel instead of k².
+    t = target.unsqueeze(1).float()  # (N, 1, H, W)
+
+    def window_max(x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(x, (1, k), stride=1, padding=(0, width))
+        return F.max_pool2d(x, (k, 1), stride=1, padding=(width, 0))
+
+    local_max = window_max(t)
+    local_min = -window_max(-t)
+    return ((local_max != local_min).squeeze(1)) & (target != ignore_index)
+
+
+def boundary_agreement(
+    preds: torch.Tensor, target: torch.Tensor, width: int = 5, ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: |B| and |{p ∈ B : pred = GT}| for the boundary band B of the GT.
+
+    Returns:
+        (band, agree): (N,) int64 each.
+    """
+    band = boundary_band(target, width, ignore_index)  # (N, H, W) bool
+    agree = (band & (preds == target)).sum(dim=(1, 2))
+    return band.sum(dim=(1, 2)), agree
+
+
+def boundary_iou_per_image(
+    preds: torch.Tensor, target: torch.Tensor, width: int = 5, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Eq. 6 per image: agree / (2|B| − agree); NaN for images with an empty band.
+
+    Returns:
+        (N,) float64.
+    """
+    band, agree = boundary_agreement(preds, target, width, ignore_index)
+    band, agree = band.double(), agree.double()
+    return agree / (2 * band - agree)  # 0/0 → NaN where |B| = 0
+
+
+def boundary_confusion_matrix(
+    preds: torch.Tensor, target: torch.Tensor, num_classes: int, width: int = 5, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Confusion matrix restricted to the GT boundary band (class-mode boundary IoU)."""
+    band = boundary_band(target, width, ignore_index)
+    banded_target = torch.where(band, target, torch.full_like(target, ignore_index))
+    return confusion_matrix(preds, banded_target, num_classes, ignore_index)
+
+
+def _window_all(stable: torch.Tensor, length: int) -> torch.Tensor:
+    """AND over every run of ``length`` consecutive entries along dim 0.
+
+    Args:
+        stable: (L, H, W) bool.
+        length: run length m ≥ 1 (m ≤ L).
+
+    Returns:
+        (L − m + 1, H, W) bool, entry s = stable[s] & … & stable[s + m − 1].
+    """
+    # Doubling: runs of 1, 2, 4, … then two overlapping power-of-two runs cover any length,
+    # so the cost is O(log m) full-tensor ANDs instead of m per window.
+    span = 1
+    runs = stable
+    while span * 2 <= length:
+        runs = runs[:-span] & runs[span:]
+        span *= 2
+    if span == length:
+        return runs
+    return runs[: runs.shape[0] - (length - span)] & runs[length - span :]
+
+
+def consistency_window_counts(
+    preds: torch.Tensor, target: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts of every n-frame window of an ordered run of frames (Eq. 4).
+
+    A pixel is GT-stable in a window if its GT is equal over the n frames (ignore pixels are
+    not masked, as in the reference scripts); likewise pred-stable.
+
+    Args:
+        preds: (L, H, W) predicted ids of L consecutive frames.
+        target: (L, H, W) GT ids of the same frames.
+        n: window length in frames (≥ 2).
+
+    Returns:
+        (both, gt_stable): (L − n + 1,) int64 each; window s covers frames s … s + n − 1.
+        both = |GT-stable ∧ pred-stable|, gt_stable = |GT-stable|.
+    """
+    if n < 2:
+        raise ValueError(f"video consistency needs n >= 2 frames, got {n}")
+    if preds.shape[0] < n:
+        empty = torch.zeros(0, dtype=torch.int64, device=preds.device)
+        return empty, empty
+    gt_same = target[1:] == target[:-1]  # (L−1, H, W): frame t equals frame t+1
+    pred_same = preds[1:] == preds[:-1]
+    gt_stable = _window_all(gt_same, n - 1)  # (L−n+1, H, W)
+    pred_stable = _window_all(pred_same, n - 1)
+    both = (gt_stable & pred_stable).sum(dim=(1, 2))
+    return both, gt_stable.sum(dim=(1, 2))
+
+
+def video_consistency_scores(
+    preds: torch.Tensor, target: torch.Tensor, n: int, windows: str = "scripts"
+) -> torch.Tensor:
+    """Per-window consistency scores of one whole video (Eq. 4).
+
+    Args:
+        preds: (T, H, W) predicted ids, frames in order.
+        target: (T, H, W) GT ids.
+        n: window length.
+        windows: "scripts" — windows start at 0 … T−n−1 (T−n windows, the count of the
+            CFFM / MRCFA / TV3S scripts); "paper" — 0 … T−n (T−n+1, the paper's formula).
+
+    Returns:
+        (W,) float64 scores, NaN for windows without GT-stable pixels.
+    """
+    both, gt_stable = consistency_window_counts(preds, target, n)
+    if windows == "scripts":
+        both, gt_stable = both[:-1], gt_stable[:-1]
+    elif windows != "paper":
+        raise ValueError(f"windows must be 'scripts' or 'paper', got {windows!r}")
+    return both.double() / gt_stable.double()

@@ -1,0 +1,53 @@
+"""Dataset-level IoU: mIoU, frequency-weighted IoU and per-class IoU from one confusion matrix."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
+from vssam2.metrics.functional import (
+    check_pair,
+    confusion_matrix,
+    frequency_weighted_iou,
+    iou_from_confusion,
+    mean_iou,
+)
+
+
+class SemanticIoU(Metric):
+    """mIoU, FWIoU and per-class IoU over one confusion matrix for the whole dataset.
+
+    Pixels whose target is ``ignore_index`` are skipped; a prediction of ``ignore_index`` is
+    wrong on every valid pixel and a false positive of no class. mIoU averages the classes
+    that have ground-truth pixels.
+
+    Args:
+        num_classes: number of classes C.
+        ignore_index: ignore id of the target / "no prediction" id of the prediction.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.add_state(
+            "confmat", default=torch.zeros(num_classes, num_classes + 1, dtype=torch.int64), dist_reduce_fx="sum"
+        )
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Adds (N, H, W) or (H, W) prediction / ground-truth id maps."""
+        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)
+        self.confmat += confusion_matrix(preds, target, self.num_classes, self.ignore_index).to(self.confmat.device)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Returns ``{"mIoU", "FWIoU", "per_class_iou" (C,) with NaN for absent classes}``."""
+        return {
+            "mIoU": mean_iou(self.confmat),
+            "FWIoU": frequency_weighted_iou(self.confmat),
+            "per_class_iou": iou_from_confusion(self.confmat),
+        }
