@@ -1,0 +1,75 @@
+"""Writes and shows the results of an evaluation: Markdown table, JSON, per-class plot, W&B table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from callbacks.run_dir import run_directory, wandb_logger
+from vssam2.labels import vspw_classes
+from vssam2.metrics import METRIC_NAMES
+from vssam2.report import markdown_table, per_class_table, write_results
+
+
+class ResultsWriter(Callback):
+    """After ``validate`` / ``test``: prints the paper-style table and writes the result files.
+
+    Reads ``pl_module.results`` (``{method: {metric: value, "per_class_iou": (C,)}}``) and
+    ``pl_module.counts``; writes ``results.json``, ``results.md`` and ``per_class_iou.png`` into
+    the run directory (the first logger's version folder) on global rank 0, and logs the table
+    and plot to W&B when a WandbLogger is attached.
+
+    Args:
+        print_per_class: also print the per-class IoU table on stdout.
+        class_names: class name per id; the VSPW / VIPSeg 124-class table by default.
+    """
+
+    def __init__(self, print_per_class: bool = True, class_names: Sequence[str] | None = None) -> None:
+        self.print_per_class = print_per_class
+        self.class_names = list(class_names) if class_names is not None else list(vspw_classes().names)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._report(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._report(trainer, pl_module, "test")
+
+    def _report(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        results = getattr(pl_module, "results", None)
+        if not results or not trainer.is_global_zero:
+            return
+        extra: dict[str, Any] = {"stage": stage, **getattr(pl_module, "counts", {})}
+        datamodule = trainer.datamodule
+        skipped = list(getattr(datamodule, "skipped", []) or [])
+        if skipped:
+            extra["skipped_videos"] = [{"video": v, "reason": r} for v, r in skipped]
+        for key in ("root", "test_split", "val_split"):
+            if hasattr(datamodule, key):
+                extra[key] = str(getattr(datamodule, key))
+        out_dir = run_directory(trainer)
+        paths = write_results(out_dir, results, self.class_names, extra)
+
+        lines = [f"\n{markdown_table(results)}\n"]
+        if self.print_per_class:
+            lines.append(f"Per-class IoU (%):\n\n{per_class_table(results, self.class_names)}\n")
+        lines.append(f"Scored {extra.get('videos', '?')} videos, {extra.get('frames', '?')} frames ({stage}).")
+        if skipped:
+            lines.append(f"WARNING: {len(skipped)} videos were skipped as bad data (listed in results.json).")
+        lines.append(f"Results: {paths['markdown']}, {paths['json']}, {paths['plot']}")
+        print("\n".join(lines), flush=True)
+
+        logger = wandb_logger(trainer)
+        if logger is not None:
+            import wandb
+
+            columns = ["method", *METRIC_NAMES]
+            rows = [[m, *(float(v[k]) * 100 for k in METRIC_NAMES)] for m, v in results.items()]
+            logger.experiment.log(
+                {
+                    f"{stage}/results": wandb.Table(columns=columns, data=rows),
+                    f"{stage}/per_class_iou": wandb.Image(str(paths["plot"])),
+                }
+            )

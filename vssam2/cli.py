@@ -1,0 +1,95 @@
+"""The LightningCLI shared by ``train.py`` and ``evaluate.py``.
+
+On top of Lightning's CLI it adds the run's loggers: unless the config sets
+``trainer.logger`` itself, a run logs to CSV and to W&B (offline by default; nothing leaves
+the machine until ``wandb sync``) under ``<trainer.default_root_dir>/<run.name>/version_N/``,
+which is also where reports land.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from callbacks import ResultsWriter, SegmentationOverlays
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def run_loggers(root: str, name: str, wandb_mode: str, wandb_project: str) -> list[Logger]:
+    """CSV logger (defines the versioned run directory ``<root>/<name>/version_N``) + W&B logger.
+
+    Args:
+        root: parent directory of all runs.
+        name: run / experiment name.
+        wandb_mode: "offline" (default: files only), "online" or "disabled".
+        wandb_project: W&B project.
+    """
+    if wandb_mode not in WANDB_MODES:
+        raise ValueError(f"run.wandb must be one of {WANDB_MODES}, got {wandb_mode!r}")
+    csv = CSVLogger(save_dir=root, name=name)
+    loggers: list[Logger] = [csv]
+    if wandb_mode != "disabled" and os.environ.get("WANDB_MODE") != "disabled":
+        # W&B keeps its own folder beside the versions (runs/<name>/wandb/): creating it inside
+        # the version folder first would make the CSV logger think it is reusing an old run.
+        save_dir = os.path.join(root, name)
+        os.makedirs(save_dir, exist_ok=True)
+        loggers.append(
+            WandbLogger(
+                project=wandb_project,
+                name=f"{name}/version_{csv.version}",
+                save_dir=save_dir,
+                offline=wandb_mode == "offline",
+            )
+        )
+    return loggers
+
+
+class VSSCLI(LightningCLI):
+    """LightningCLI with vssam2's run options (``--run.name``, ``--run.wandb``) and default callbacks."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run.name", type=str, default="vssam2", help="Run name: runs/<name>/version_N/")
+        parser.add_argument(
+            "--run.wandb", type=str, default="offline", help="W&B mode: offline (default), online or disabled"
+        )
+        parser.add_argument("--run.wandb_project", type=str, default="vssam2", help="W&B project")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("logger") in (None, True):
+            run = self._get(self.config_init, "run")
+            root = trainer_config.get("default_root_dir") or "runs"
+            kwargs["logger"] = run_loggers(root, run.name, run.wandb, run.wandb_project)
+        return super().instantiate_trainer(**kwargs)
+
+
+def cli_main(
+    model_class: type[LightningModule] | None = None,
+    datamodule_class: type[LightningDataModule] | None = None,
+    args: list[str] | None = None,
+    **kwargs: Any,
+) -> VSSCLI:
+    """Runs the CLI (subcommands fit / validate / test / predict).
+
+    Args:
+        model_class: base class of the model (subclasses selectable with ``class_path``).
+        datamodule_class: base class of the datamodule.
+        args: command-line arguments (``sys.argv`` by default).
+        kwargs: passed on to :class:`VSSCLI`.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    kwargs.setdefault("trainer_defaults", {"callbacks": [ResultsWriter(), SegmentationOverlays()]})
+    return VSSCLI(
+        model_class,
+        datamodule_class,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+        **kwargs,
+    )

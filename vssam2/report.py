@@ -1,0 +1,152 @@
+"""Results as people read them: paper-style Markdown tables, JSON, per-class plots, overlays."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vssam2.labels import colorize
+from vssam2.metrics import METRIC_NAMES
+
+# The paper prints percentages with one decimal.
+DECIMALS: int = 1
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.item())
+    return float(value)
+
+
+def _percent(value: float, decimals: int = DECIMALS) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.{decimals}f}"
+
+
+def results_to_json(
+    results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str], extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Plain-JSON form of ``{method: {metric: value, "per_class_iou": (C,)}}`` (fractions, NaN → null)."""
+
+    def clean(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    methods = {}
+    for method, values in results.items():
+        entry: dict[str, Any] = {name: clean(_number(values[name])) for name in values if name != "per_class_iou"}
+        if "per_class_iou" in values:
+            per_class = [_number(v) for v in values["per_class_iou"]]
+            entry["per_class_iou"] = {name: clean(v) for name, v in zip(class_names, per_class)}
+        methods[method] = entry
+    return {"units": "fraction in [0, 1]", "methods": methods, **(extra or {})}
+
+
+def markdown_table(
+    results: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] = METRIC_NAMES, decimals: int = DECIMALS
+) -> str:
+    """Paper-style table: one row per method, metrics in percent."""
+    header = "| Method | " + " | ".join(metrics) + " |"
+    rule = "|:--|" + "".join("--:|" for _ in metrics)
+    rows = [
+        f"| {method} | " + " | ".join(_percent(_number(values[m]), decimals) for m in metrics) + " |"
+        for method, values in results.items()
+    ]
+    return "\n".join([header, rule, *rows])
+
+
+def per_class_table(
+    results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str], decimals: int = DECIMALS
+) -> str:
+    """Per-class IoU (percent), one column per method, classes without GT pixels left out."""
+    methods = list(results)
+    per_class = np.array([[_number(v) for v in results[m]["per_class_iou"]] for m in methods])  # (M, C)
+    present = ~np.all(np.isnan(per_class), axis=0)
+    header = "| Class | " + " | ".join(methods) + " |"
+    rule = "|:--|" + "".join("--:|" for _ in methods)
+    rows = [
+        f"| {class_names[c]} | " + " | ".join(_percent(per_class[k, c], decimals) for k in range(len(methods))) + " |"
+        for c in np.flatnonzero(present)
+    ]
+    return "\n".join([header, rule, *rows])
+
+
+def plot_per_class_iou(
+    results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str], path: str | Path
+) -> Path:
+    """Horizontal grouped bar plot of per-class IoU (classes with GT pixels), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results)
+    per_class = np.array([[_number(v) for v in results[m]["per_class_iou"]] for m in methods]) * 100  # (M, C)
+    present = np.flatnonzero(~np.all(np.isnan(per_class), axis=0))
+    # Sort by the first method's IoU so the weakest classes stand at the top.
+    order = present[np.argsort(np.nan_to_num(per_class[0, present], nan=-1.0))]
+    height = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.3 * len(order) * max(1, len(methods) / 2)))
+    y = np.arange(len(order))
+    for k, method in enumerate(methods):
+        ax.barh(y + k * height, np.nan_to_num(per_class[k, order]), height=height, label=method)
+    ax.set_yticks(y + height * (len(methods) - 1) / 2)
+    ax.set_yticklabels([class_names[c] for c in order], fontsize=8)
+    ax.set_xlabel("IoU (%)")
+    ax.set_xlim(0, 100)
+    ax.set_title("Per-class IoU")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def overlay_panel(
+    frame: np.ndarray, gt: np.ndarray, preds: Mapping[str, np.ndarray], alpha: float = 0.55
+) -> np.ndarray:
+    """Side-by-side picture: the frame, GT, then each prediction blended over the frame.
+
+    Args:
+        frame: (H, W, 3) uint8 RGB.
+        gt: (H, W) eval ids (255 ignore, drawn black).
+        preds: method → (H, W) eval ids.
+        alpha: weight of the label colours.
+
+    Returns:
+        (H, W · (2 + len(preds)), 3) uint8.
+    """
+    frame = frame.astype(np.float32)
+    panels = [frame]
+    for labels in [gt, *preds.values()]:
+        panels.append((1 - alpha) * frame + alpha * colorize(labels).astype(np.float32))
+    return np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8)
+
+
+def write_results(
+    out_dir: str | Path,
+    results: Mapping[str, Mapping[str, Any]],
+    class_names: Sequence[str],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Writes results.json, results.md and per_class_iou.png into ``out_dir``.
+
+    Returns:
+        ``{"json": …, "markdown": …, "plot": …}`` paths.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "plot": out_dir / "per_class_iou.png"}
+    paths["json"].write_text(json.dumps(results_to_json(results, class_names, extra), indent=2) + "\n")
+    paths["markdown"].write_text(
+        "## Results (%)\n\n" + markdown_table(results) + "\n\n## Per-class IoU (%)\n\n"
+        + per_class_table(results, class_names) + "\n"
+    )
+    plot_per_class_iou(results, class_names, paths["plot"])
+    return paths
