@@ -59,9 +59,9 @@ class SegmentationOverlays(Callback):
             )
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        out_dir = run_directory(trainer) / "overlays"  # a collective call: every rank must make it
         if not trainer.is_global_zero or not self._samples:
             return
-        out_dir = run_directory(trainer) / "overlays"
         out_dir.mkdir(parents=True, exist_ok=True)
         for s in self._samples:
             panel = overlay_panel(s["image"], s["gt"], s["preds"])

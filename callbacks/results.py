@@ -38,6 +38,7 @@ class ResultsWriter(Callback):
         self._report(trainer, pl_module, "test")
 
     def _report(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        out_dir = run_directory(trainer)  # a collective call: every rank must make it
         results = getattr(pl_module, "results", None)
         if not results or not trainer.is_global_zero:
             return
@@ -49,7 +50,6 @@ class ResultsWriter(Callback):
         for key in ("root", "test_split", "val_split"):
             if hasattr(datamodule, key):
                 extra[key] = str(getattr(datamodule, key))
-        out_dir = run_directory(trainer)
         paths = write_results(out_dir, results, self.class_names, extra)
 
         lines = [f"\n{markdown_table(results)}\n"]

@@ -9,7 +9,10 @@ from lightning.pytorch.loggers import WandbLogger
 
 
 def run_directory(trainer: Trainer) -> Path:
-    """The run's directory: the first logger's versioned folder, else ``default_root_dir``."""
+    """The run's directory: the first logger's versioned folder, else ``default_root_dir``.
+
+    Under DDP rank 0 broadcasts it, so every rank must call this, not only rank 0.
+    """
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 

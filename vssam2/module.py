@@ -88,8 +88,7 @@ class PredictionReplay(LightningModule):
         for method, metrics in zip(self.methods, self.metrics):
             metrics.update(preds[method], target, video=batch["video"], start=int(batch["start"]), last=bool(batch["last"]))
         self.frames.update(target.shape[0])
-        if bool(batch["last"]):
-            self.videos.update(1)
+        self.videos.update(int(bool(batch["last"])))
         return preds
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -99,13 +98,14 @@ class PredictionReplay(LightningModule):
         return self._score(batch)
 
     def _finish_epoch(self, prefix: str) -> None:
-        # compute() syncs each metric's states across ranks, so every rank gets the totals.
+        # compute() syncs each metric's states across ranks, so every rank gets the totals;
+        # logging them with sync_dist averages identical values, which changes nothing.
         self.results = {method: metrics.compute() for method, metrics in zip(self.methods, self.metrics)}
         self.counts = {"videos": int(self.videos.compute().item()), "frames": int(self.frames.compute().item())}
         for method, values in self.results.items():
             for name, value in values.items():
                 if name != "per_class_iou":
-                    self.log(f"{prefix}/{method}/{name}", value.float() * 100, sync_dist=False)
+                    self.log(f"{prefix}/{method}/{name}", value.float() * 100, sync_dist=True)
         for metrics in self.metrics:
             metrics.reset()
         self.frames.reset()
