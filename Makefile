@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_DIR ?= demo_run
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_SILENT := true
 
@@ -21,11 +20,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# configs/evaluate/synthetic.yaml reads the data from demo_run/data.
 demo: $(STAMP)
-	$(PY) -m vssam2.synthetic --root $(DEMO_DIR)/data --seed 0
-	$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml \
-		--data.root $(DEMO_DIR)/data/vspw --data.pred_root $(DEMO_DIR)/data/predictions \
-		--trainer.default_root_dir $(DEMO_DIR)/runs
+	$(PY) -m vssam2.synthetic --root demo_run/data --seed 0
+	$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -37,4 +35,4 @@ benchmark: $(STAMP)
 	$(PY) benchmarks/bench_metrics.py
 
 clean:
-	rm -rf $(DEMO_DIR) runs wandb lightning_logs
+	rm -rf demo_run runs wandb lightning_logs
