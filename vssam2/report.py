@@ -99,7 +99,7 @@ def plot_per_class_iou(
     ax.set_xlabel("IoU (%)")
     ax.set_xlim(0, 100)
     ax.set_title("Per-class IoU")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(len(methods), 4), fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
@@ -111,7 +111,7 @@ def plot_per_class_iou(
 def overlay_panel(
     frame: np.ndarray, gt: np.ndarray, preds: Mapping[str, np.ndarray], alpha: float = 0.55
 ) -> np.ndarray:
-    """Side-by-side picture: the frame, GT, then each prediction blended over the frame.
+    """Side-by-side picture: the frame, GT, then each prediction blended over the frame, titled.
 
     Args:
         frame: (H, W, 3) uint8 RGB.
@@ -122,11 +122,19 @@ def overlay_panel(
     Returns:
         (H, W · (2 + len(preds)), 3) uint8.
     """
-    frame = frame.astype(np.float32)
-    panels = [frame]
+    from PIL import Image, ImageDraw
+
+    image = frame.astype(np.float32)
+    panels = [image]
     for labels in [gt, *preds.values()]:
-        panels.append((1 - alpha) * frame + alpha * colorize(labels).astype(np.float32))
-    return np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8)
+        panels.append((1 - alpha) * image + alpha * colorize(labels).astype(np.float32))
+    picture = Image.fromarray(np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    for k, title in enumerate(["frame", "GT", *preds]):
+        x = k * frame.shape[1] + 3
+        draw.rectangle((x - 2, 1, x + 6 * len(title) + 2, 12), fill=(0, 0, 0))
+        draw.text((x, 1), title, fill=(255, 255, 255))
+    return np.asarray(picture)
 
 
 def write_results(
