@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# configs/evaluate/synthetic.yaml reads the data from demo_run/data.
+# configs/evaluate/synthetic*.yaml read the data from demo_run/data.
 demo: $(STAMP)
 	$(PY) -m vssam2.synthetic --root demo_run/data --seed 0
 	$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml
+	$(PY) evaluate.py test --config configs/evaluate/synthetic_vipseg.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

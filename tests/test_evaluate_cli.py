@@ -118,3 +118,16 @@ def test_missing_prediction_folder_is_a_clear_error(synthetic_root: Path, tmp_pa
     args[args.index("--data.pred_roots") + 1] = json.dumps({"ghost": str(tmp_path / "nowhere")})
     with pytest.raises(Exception, match="nowhere"):
         cli_main(args=args)
+
+
+def test_vipseg_run(synthetic_root: Path, tmp_path: Path):
+    config = REPO / "configs" / "evaluate" / "synthetic_vipseg.yaml"
+    pred_roots = {m: str(synthetic_root / "predictions" / "vipseg" / m) for m in MODELS}
+    cli = cli_main(args=[
+        "test", "--config", str(config), "--data.root", str(synthetic_root / "vipseg"),
+        "--data.pred_roots", json.dumps(pred_roots), "--data.load_frames", "false",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+    ])
+    results = json.loads((tmp_path / "synthetic_vipseg_eval" / "version_0" / "results.json").read_text())
+    assert results["videos"] == 3 and set(results["methods"]) == set(MODELS)
+    assert cli.model.results["sim_strong"]["mIoU"] > 0.8
