@@ -288,3 +288,12 @@ def test_constructor_arguments_are_checked():
         BoundaryIoU(mode="pixel")
     with pytest.raises(ValueError, match="width"):
         BoundaryIoU(width=0)
+
+
+def test_confusion_matrix_fast_uint8_path_equals_general_path():
+    rng = np.random.default_rng(5)
+    preds, gts = random_video(rng, 4, 17, 19, 9, flip=0.3)
+    fast = confusion_matrix(t(preds), t(gts), 9)
+    general = confusion_matrix(torch.from_numpy(preds).long(), torch.from_numpy(gts).long(), 9)
+    assert torch.equal(fast, general)
+    assert fast.sum() == int((gts != IGNORE).sum())

@@ -54,11 +54,11 @@ class VSSMetrics(nn.Module):
         self, preds: torch.Tensor, target: torch.Tensor, video: str, start: int = 0, last: bool = False
     ) -> None:
         """Adds one chunk of a video: (L, H, W) predicted and GT ids of frames start…start+L−1."""
-        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)
-        self.iou.update(preds, target)
-        self.boundary.update(preds, target)
+        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)  # once for all
+        self.iou.update(preds, target, validate=False)
+        self.boundary.update(preds, target, validate=False)
         for metric in self.consistency.values():
-            metric.update(preds, target, video=video, start=start, last=last)
+            metric.update(preds, target, video=video, start=start, last=last, validate=False)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Returns ``{"mIoU", "WIoU", "mBIoU", "mVC8", "mVC16", "per_class_iou"}`` (fractions)."""

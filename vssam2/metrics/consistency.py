@@ -76,7 +76,13 @@ class VideoConsistency(Metric):
         self._finished: set[str] = set()
 
     def update(
-        self, preds: torch.Tensor, target: torch.Tensor, video: str, start: int = 0, last: bool = False
+        self,
+        preds: torch.Tensor,
+        target: torch.Tensor,
+        video: str,
+        start: int = 0,
+        last: bool = False,
+        validate: bool = True,
     ) -> None:
         """Adds one chunk of a video.
 
@@ -86,12 +92,13 @@ class VideoConsistency(Metric):
             video: video id; chunks of one video must arrive in frame order.
             start: index in the video of the chunk's first frame.
             last: True for a video's final chunk (frees its carried frames).
+            validate: check the label ids (False when the caller just checked them).
 
         Raises:
             ValueError: chunks out of order, a chunk after the video's last one, a frame size
                 that changes within a video, or invalid label maps.
         """
-        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)
+        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index, validate)
         if video in self._finished:
             raise ValueError(f"video {video!r}: got a chunk at frame {start} after its last chunk")
         tail = self._tails.get(video)

@@ -39,9 +39,9 @@ class SemanticIoU(Metric):
             "confmat", default=torch.zeros(num_classes, num_classes + 1, dtype=torch.int64), dist_reduce_fx="sum"
         )
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Adds (N, H, W) or (H, W) prediction / ground-truth id maps."""
-        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)
+    def update(self, preds: torch.Tensor, target: torch.Tensor, validate: bool = True) -> None:
+        """Adds (N, H, W) or (H, W) prediction / ground-truth id maps (``validate=False``: already checked)."""
+        preds, target = check_pair(preds, target, self.num_classes, self.ignore_index, validate)
         self.confmat += confusion_matrix(preds, target, self.num_classes, self.ignore_index).to(self.confmat.device)
 
     def compute(self) -> dict[str, torch.Tensor]:
