@@ -7,6 +7,7 @@ classes, 255 is "ignore" in the ground truth and "no prediction" in a prediction
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from vssam2.labels import IGNORE_INDEX
@@ -44,9 +45,12 @@ def not_equal(x: torch.Tensor, value: int) -> torch.Tensor:
 def count_true(mask: torch.Tensor) -> torch.Tensor:
     """(N, H, W) bool → (N,) int64 number of True per image.
 
-    Summing the uint8 view into int32 is ≈ 15× faster on CPU than summing bool into int64,
-    and int32 cannot overflow for an image (H·W < 2³¹).
+    On CPU, numpy's count_nonzero per image (a popcount loop) is ≈ 10× faster than a torch
+    reduction over the two pixel dims; elsewhere the uint8 view is summed into int32, which
+    cannot overflow for an image (H·W < 2³¹).
     """
+    if mask.device.type == "cpu":
+        return torch.tensor([np.count_nonzero(image) for image in mask.numpy()], dtype=torch.int64)
     return mask.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32).long()
 
 
@@ -116,7 +120,10 @@ def confusion_matrix(
         # One joint histogram of (target, pred) byte pairs over all pixels: no boolean gather,
         # no int64 temporaries. Row ignore_index (ignored GT) is dropped; column ignore_index
         # becomes the "no prediction" column.
-        code = (target.to(torch.int32) << 8) | preds.to(torch.int32)  # (N, H, W)
+        if target.device.type == "cpu":  # numpy's widening shift is ≈ 2× torch's on CPU
+            code = torch.from_numpy((target.numpy().astype(np.int32) << 8) | preds.numpy())  # (N, H, W)
+        else:
+            code = (target.to(torch.int32) << 8) | preds.to(torch.int32)
         joint = torch.bincount(code.reshape(-1), minlength=256 * 256).view(256, 256)
         return torch.cat([joint[:num_classes, :num_classes], joint[:num_classes, ignore_index : ignore_index + 1]], 1)
     valid = target != ignore_index  # (N, H, W) bool
