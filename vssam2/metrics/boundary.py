@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import (
     boundary_confusion_matrix,
     boundary_iou_per_image,
     check_pair,
+    exact_mean,
     mean_iou,
 )
 
@@ -29,8 +27,9 @@ class BoundaryIoU(Metric):
       score = agree / (2|B| − agree); the metric is the mean over images with |B| > 0.
     - ``mode="class"``: a confusion matrix restricted to B, mean IoU over classes present in B.
 
-    Per-image scores are kept (one float64 per image) and summed with ``math.fsum`` so the
-    result does not depend on the order images arrive in or how they are split over ranks.
+    Per-image scores are kept (one float64 per image) and averaged exactly
+    (:func:`~vssam2.metrics.functional.exact_mean`), so the result does not depend on the
+    order images arrive in or how they are split over ranks.
 
     Args:
         num_classes: number of classes C.
@@ -84,7 +83,4 @@ class BoundaryIoU(Metric):
         """Returns mBIoU in [0, 1] (NaN when no image had a boundary band)."""
         if self.mode == "class":
             return mean_iou(self.confmat)
-        scores = dim_zero_cat(self.scores) if len(self.scores) else torch.zeros(0, dtype=torch.float64)
-        if scores.numel() == 0:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        return torch.tensor(math.fsum(scores.double().tolist()) / scores.numel(), dtype=torch.float64)
+        return exact_mean(self.scores)

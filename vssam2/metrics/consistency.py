@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
-from vssam2.metrics.functional import check_pair, consistency_window_counts
+from vssam2.metrics.functional import check_pair, consistency_window_counts, exact_mean
 
 WINDOW_COUNTS = ("scripts", "paper")
 
@@ -145,11 +143,7 @@ class VideoConsistency(Metric):
 
     def compute(self) -> torch.Tensor:
         """Returns mVC_n in [0, 1] (NaN when no window had GT-stable pixels)."""
-        scores = dim_zero_cat(self.scores) if len(self.scores) else torch.zeros(0, dtype=torch.float64)
-        if scores.numel() == 0:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        # fsum is exactly rounded, so the mean does not depend on window order or rank split.
-        return torch.tensor(math.fsum(scores.double().tolist()) / scores.numel(), dtype=torch.float64)
+        return exact_mean(self.scores)
 
     def reset(self) -> None:
         """Clears the scores and every open video."""

@@ -7,6 +7,8 @@ classes, 255 is "ignore" in the ground truth and "no prediction" in a prediction
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -244,6 +246,21 @@ def boundary_confusion_matrix(
     band = boundary_band(target, width, ignore_index)
     banded_target = torch.where(band, target, torch.full_like(target, ignore_index))
     return confusion_matrix(preds, banded_target, num_classes, ignore_index)
+
+
+def exact_mean(scores: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    """Mean of per-image / per-window scores (a list state), NaN when there are none.
+
+    ``math.fsum`` is exactly rounded, so the mean does not depend on the order the scores
+    arrive in or how they were split over ranks: 1 and N processes agree bit for bit.
+    """
+    if isinstance(scores, torch.Tensor):  # a list state after a DDP sync is one tensor
+        values = scores.reshape(-1)
+    else:
+        values = torch.cat([s.reshape(-1) for s in scores]) if scores else torch.zeros(0)
+    if values.numel() == 0:
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    return torch.tensor(math.fsum(values.double().tolist()) / values.numel(), dtype=torch.float64)
 
 
 def _window_all(stable: torch.Tensor, length: int) -> torch.Tensor:
