@@ -38,18 +38,6 @@ from sam2.modeling.sam2_base import SAM2Base
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-__all__ = [
-    "CHECKPOINT_URLS",
-    "OFFICIAL_CONFIGS",
-    "TINY_TEST_CONFIG",
-    "TINY_TEST_OVERRIDES",
-    "backbone_feature_sizes",
-    "image_predictor",
-    "load_sam2",
-    "load_sam2_video_predictor",
-    "resolve_config",
-]
-
 _URL_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
 _URL_SAM21 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 
