@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -17,6 +17,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .index import VideoEntry
 from .layout import VSPW_LAYOUT, DatasetLayout
 from .reading import load_frames_range
+
+if TYPE_CHECKING:
+    from vssam2.masklets.cache import MaskletCache
 
 
 def balance_videos(frame_counts: Sequence[int], num_bins: int) -> list[list[int]]:
@@ -57,7 +60,8 @@ class VideoClipStream(IterableDataset):
 
         {"video": str, "frame_ids": list[str], "start": int, "num_frames": int, "last": bool,
          "frames": (T, H, W, 3) uint8 (only when load_frames), "gt": (T, H, W) uint8,
-         "preds": {method: (T, H, W) uint8}}
+         "preds": {method: (T, H, W) uint8},
+         "segments": (T, H, W) int32 (only with masklet_cache)}
 
     Args:
         videos: the whole split (all ranks), in split order.
@@ -67,6 +71,7 @@ class VideoClipStream(IterableDataset):
         num_classes: number of classes (label range checks).
         rank: this process's rank.
         world_size: number of processes.
+        masklet_cache: cached segment maps to add to every chunk as ``"segments"``.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class VideoClipStream(IterableDataset):
         num_classes: int = 124,
         rank: int = 0,
         world_size: int = 1,
+        masklet_cache: MaskletCache | None = None,
     ) -> None:
         super().__init__()
         if clip_len < 1:
@@ -90,6 +96,7 @@ class VideoClipStream(IterableDataset):
         self.num_classes = num_classes
         self.rank = rank
         self.world_size = world_size
+        self.masklet_cache = masklet_cache
         all_videos = list(videos)
         shard = balance_videos([video.num_frames for video in all_videos], world_size)[rank]
         # Only this rank's videos are kept: less to pickle into every worker.
@@ -120,6 +127,9 @@ class VideoClipStream(IterableDataset):
                 item.update(
                     load_frames_range(video, start, stop, self.layout, self.num_classes, self.load_frames)
                 )
+                if self.masklet_cache is not None:
+                    size = tuple(item["gt"].shape[1:])
+                    item["segments"] = self.masklet_cache.read_segments(video.name, item["frame_ids"], size)
                 yield item
 
 

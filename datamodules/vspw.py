@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
@@ -19,6 +19,9 @@ from .layout import VSPW_LAYOUT, DatasetLayout
 from .reading import validate_video
 from .streaming import VideoClipStream, stream_loader
 from .training import TrainClipDataset, collate_clips, default_train_transform
+
+if TYPE_CHECKING:
+    from vssam2.masklets.cache import MaskletCache
 
 
 class VSPWDataModule(LightningDataModule):
@@ -33,7 +36,8 @@ class VSPWDataModule(LightningDataModule):
 
         {"video": str, "frame_ids": list[str], "start": int, "num_frames": int, "last": bool,
          "frames": (T, H, W, 3) uint8 RGB (only with load_frames), "gt": (T, H, W) uint8,
-         "preds": {method: (T, H, W) uint8}}
+         "preds": {method: (T, H, W) uint8},
+         "segments": (T, H, W) int32 (only with masklet_cache)}
 
     Training batches: ``{"frames": (B, T, H, W, 3) uint8, "gt": (B, T, H, W) uint8,
     "video": list[str], "start": (B,) int64, "frame_ids": list[list[str]]}``.
@@ -77,6 +81,12 @@ class VSPWDataModule(LightningDataModule):
             evaluation ids: pad them with 255.
         prevalidate: read every file of each split at setup to find load-time problems before
             the run (costs one full read of the data).
+        masklet_cache: a masklet cache folder ``<cache_root>/<source>-<key>`` written by
+            ``python -m vssam2.masklets``; evaluation batches then carry its segment maps as
+            ``"segments"``. The folder's ``config.json`` must hash to the key its name ends
+            with and name this module's layout; every video streamed must be complete in it
+            (checked when the stream is built) and every map must have the frame's size, else
+            :class:`DataError` naming the folder or file.
     """
 
     layout: ClassVar[DatasetLayout] = VSPW_LAYOUT
@@ -101,6 +111,7 @@ class VSPWDataModule(LightningDataModule):
         num_classes: int = 124,
         train_transform: Callable[..., dict[str, Any]] | None = None,
         prevalidate: bool = False,
+        masklet_cache: str | None = None,
     ) -> None:
         super().__init__()
         for name, value, minimum in [
@@ -146,10 +157,23 @@ class VSPWDataModule(LightningDataModule):
             train_transform if train_transform is not None else default_train_transform(self.train_crop)
         )
         self.prevalidate = prevalidate
+        self.masklet_cache = self._open_masklet_cache(masklet_cache) if masklet_cache is not None else None
         names = list(vspw_classes().names)
         self.class_names: list[str] = (names + [f"class_{i}" for i in range(len(names), num_classes)])[:num_classes]
         # (split, with predictions) → index; the train split is indexed without predictions.
         self._indexes: dict[tuple[str, bool], SplitIndex] = {}
+
+    def _open_masklet_cache(self, directory: str) -> MaskletCache:
+        # Imported here: vssam2.masklets.cache imports this package (DataError).
+        from vssam2.masklets.cache import open_cache
+
+        cache = open_cache(directory)
+        layout = cache.config.get("data", {}).get("layout")
+        if layout != self.layout.name:
+            raise DataError(
+                f"masklet cache {cache.directory} was computed on {layout} data, not {self.layout.name}", cache.directory
+            )
+        return cache
 
     # ----------------------------------------------------------------------------- indexing
 
@@ -250,7 +274,7 @@ class VSPWDataModule(LightningDataModule):
             The rank's stream.
         """
         default_rank, default_world = self._rank_and_world()
-        return VideoClipStream(
+        stream = VideoClipStream(
             self.index(split).videos,
             layout=self.layout,
             clip_len=self.clip_len,
@@ -258,7 +282,12 @@ class VSPWDataModule(LightningDataModule):
             num_classes=self.num_classes,
             rank=default_rank if rank is None else rank,
             world_size=default_world if world_size is None else world_size,
+            masklet_cache=self.masklet_cache,
         )
+        if self.masklet_cache is not None:
+            # Fail before any chunk is scored, not in the middle of the run.
+            self.masklet_cache.check_videos([video.name for video in stream.videos])
+        return stream
 
     def eval_dataloader(self, split: str, rank: int | None = None, world_size: int | None = None) -> DataLoader:
         """DataLoader over :meth:`eval_dataset` (``batch_size=None``: one chunk per batch)."""

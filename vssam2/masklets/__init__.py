@@ -2,6 +2,8 @@
 
 from vssam2.masklets.aggregator import ORDERS, aggregate_masks, paint_order
 from vssam2.masklets.base import TABLE_COLUMNS, MaskletSource, MaskletTable, MaskletTracker
+from vssam2.masklets.oracle import OracleSource, class_components
+from vssam2.masklets.proposals import ProposalParams, Proposals, Proposer
 from vssam2.masklets.sam2_model import (
     CHECKPOINT_URLS,
     OFFICIAL_CONFIGS,
@@ -13,6 +15,7 @@ from vssam2.masklets.sam2_model import (
     load_sam2_video_predictor,
     resolve_config,
 )
+from vssam2.masklets.superpixel import SuperpixelSource, link_ids
 
 __all__ = [
     "CHECKPOINT_URLS",
@@ -24,6 +27,13 @@ __all__ = [
     "MaskletSource",
     "MaskletTable",
     "MaskletTracker",
+    "OracleSource",
+    "ProposalParams",
+    "Proposals",
+    "Proposer",
+    "SuperpixelSource",
+    "class_components",
+    "link_ids",
     "aggregate_masks",
     "backbone_feature_sizes",
     "image_predictor",
