@@ -1,0 +1,96 @@
+"""``python -m vssam2.masklets``: compute the masklets of a split into the cache.
+
+Example (synthetic data, superpixels)::
+
+    python -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml
+    python -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml --split test --max_videos 2
+    torchrun --nproc_per_node 4 -m vssam2.masklets --config configs/masklets/sam2_vspw.yaml
+
+The config names a masklet source and a data module by ``class_path`` / ``init_args``::
+
+    source:
+      class_path: vssam2.masklets.superpixel.SuperpixelSource
+      init_args: {...}
+    data:
+      class_path: datamodules.VSPWDataModule
+      init_args: {root: ..., clip_len: 16}
+    split: val
+    cache_root: cache/masklets
+
+The maps land in ``<cache_root>/<source name>-<key>/<video>/<frame>.png`` (the key hashes the
+source's configuration, the layout, ``clip_len`` and ``num_classes``); the folder is printed
+at the end. Under torchrun (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in the environment)
+every process computes its share of whole videos on GPU ``LOCAL_RANK``. Interrupted runs
+resume: finished videos are skipped, unfinished ones recomputed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
+
+from datamodules import VSPWDataModule  # noqa: E402
+from vssam2.masklets.base import MaskletSource  # noqa: E402
+from vssam2.masklets.cache import CacheRunSummary, compute_cache, rank_from_env  # noqa: E402
+
+
+def build_parser() -> ArgumentParser:
+    """The command's parser (``--config``, ``--print_config``, dotted overrides)."""
+    parser = ArgumentParser(
+        prog="python -m vssam2.masklets",
+        description="Compute the masklets of a split into the masklet cache (16-bit PNG per frame).",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (repeatable)")
+    parser.add_subclass_arguments(MaskletSource, "source", required=True, help="Masklet source (class_path/init_args)")
+    parser.add_subclass_arguments(VSPWDataModule, "data", required=True, help="Data module (class_path/init_args)")
+    parser.add_argument("--split", type=str, default="val", help="Split to compute")
+    parser.add_argument("--cache_root", type=str, default="cache/masklets", help="Parent folder of cache folders")
+    parser.add_argument(
+        "--max_videos", type=int | None, default=None, help="Only the first N videos of the split (quick runs)"
+    )
+    parser.add_argument("--rank", type=int | None, default=None, help="Shard index (default: $RANK or 0)")
+    parser.add_argument("--world_size", type=int | None, default=None, help="Number of shards (default: $WORLD_SIZE or 1)")
+    parser.add_argument("--progress", type=bool, default=True, help="Show progress bars (rank 0)")
+    return parser
+
+
+def _select_device() -> None:
+    """Under torchrun, makes GPU ``LOCAL_RANK`` the current CUDA device (before the source is built)."""
+    import torch
+
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and torch.cuda.is_available():
+        torch.cuda.set_device(int(local_rank) % torch.cuda.device_count())
+
+
+def main(args: Sequence[str] | None = None) -> CacheRunSummary:
+    """Parses ``args`` (default ``sys.argv[1:]``), computes this rank's share, prints a summary."""
+    parser = build_parser()
+    config: Namespace = parser.parse_args(list(args) if args is not None else sys.argv[1:])
+    _select_device()
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    init = instantiate(config)
+    env_rank, env_world = rank_from_env()
+    rank = env_rank if init.rank is None else init.rank
+    world_size = env_world if init.world_size is None else init.world_size
+    summary = compute_cache(
+        init.source,
+        init.data,
+        init.split,
+        cache_root=init.cache_root,
+        max_videos=init.max_videos,
+        rank=rank,
+        world_size=world_size,
+        progress=init.progress,
+    )
+    print(summary, flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
