@@ -1,6 +1,7 @@
 """Masklet engine: masklet sources (SAM2, superpixels, oracle), the aggregator, SAM2 loading."""
 
 from vssam2.masklets.aggregator import ORDERS, aggregate_masks, paint_order
+from vssam2.masklets.cache import MaskletCache, cache_key, compute_cache, open_cache
 from vssam2.masklets.base import TABLE_COLUMNS, MaskletSource, MaskletTable, MaskletTracker
 from vssam2.masklets.oracle import OracleSource, class_components
 from vssam2.masklets.proposals import ProposalParams, Proposals, Proposer
@@ -26,6 +27,7 @@ __all__ = [
     "TINY_TEST_OVERRIDES",
     "MaskletSource",
     "MaskletTable",
+    "MaskletCache",
     "MaskletTracker",
     "OracleSource",
     "ProposalParams",
@@ -36,6 +38,9 @@ __all__ = [
     "link_ids",
     "aggregate_masks",
     "backbone_feature_sizes",
+    "cache_key",
+    "compute_cache",
+    "open_cache",
     "image_predictor",
     "load_sam2",
     "load_sam2_video_predictor",
