@@ -16,7 +16,10 @@ from vssam2.masklets.sam2_model import (
     load_sam2_video_predictor,
     resolve_config,
 )
+from vssam2.masklets.sam2_video import SAM2FrameSource, SAM2VideoSource, stitch_ids
+from vssam2.masklets.stock_proposer import StockProposer, preprocess_frame
 from vssam2.masklets.superpixel import SuperpixelSource, link_ids
+from vssam2.masklets.video_memory import add_mask_prompt, append_frames, init_state_from_frames, track_frame
 
 __all__ = [
     "CHECKPOINT_URLS",
@@ -30,12 +33,21 @@ __all__ = [
     "MaskletCache",
     "MaskletTracker",
     "OracleSource",
+    "SAM2FrameSource",
+    "SAM2VideoSource",
+    "StockProposer",
     "ProposalParams",
     "Proposals",
     "Proposer",
     "SuperpixelSource",
     "class_components",
     "link_ids",
+    "add_mask_prompt",
+    "append_frames",
+    "init_state_from_frames",
+    "preprocess_frame",
+    "stitch_ids",
+    "track_frame",
     "aggregate_masks",
     "backbone_feature_sizes",
     "cache_key",

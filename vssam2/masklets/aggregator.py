@@ -24,7 +24,7 @@ def paint_order(masks: torch.Tensor, scores: torch.Tensor | None = None, order: 
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     num = masks.shape[0]
     if order == "given" or num == 0:
-        return torch.arange(num)
+        return torch.arange(num, device=masks.device)
     if order == "area":
         key = -masks.reshape(num, -1).sum(dim=1)  # paint large first
     else:
@@ -59,18 +59,19 @@ def aggregate_masks(
     if masks.shape[0] != ids.shape[0]:
         raise ValueError(f"{masks.shape[0]} masks but {ids.shape[0]} ids")
     if masks.shape[0] == 0:
-        return torch.zeros(masks.shape[1:], dtype=torch.int32)
+        return torch.zeros(masks.shape[1:], dtype=torch.int32, device=masks.device)
     if bool((ids <= 0).any()):
         raise ValueError("masklet ids must be positive (0 means 'no masklet')")
-    rank = paint_order(masks, scores, order)  # rank[j] = mask painted j-th
+    rank = paint_order(masks, scores, order).to(masks.device)  # rank[j] = mask painted j-th
     position = torch.empty_like(rank)
-    position[rank] = torch.arange(1, len(rank) + 1)  # 1-based paint position per mask
+    position[rank] = torch.arange(1, len(rank) + 1, device=masks.device)  # 1-based paint position per mask
     # Per pixel, the covering mask painted last = the max paint position over masks; masks
     # go in blocks so the (block, ..., H, W) temporary stays small for many masks or frames.
     position = position.to(torch.int32).view(-1, *([1] * (masks.ndim - 1)))
-    top = torch.zeros(masks.shape[1:], dtype=torch.int32)  # (..., H, W), 0 = uncovered
+    top = torch.zeros(masks.shape[1:], dtype=torch.int32, device=masks.device)  # (..., H, W), 0 = uncovered
     for begin in range(0, masks.shape[0], block):
         block_top = (masks[begin : begin + block].to(torch.int32) * position[begin : begin + block]).amax(dim=0)
         top = torch.maximum(top, block_top)
-    lookup = torch.cat([torch.zeros(1, dtype=torch.int32), ids.to(torch.int32)[rank]])
+    ids = ids.to(masks.device, torch.int32)
+    lookup = torch.cat([torch.zeros(1, dtype=torch.int32, device=masks.device), ids[rank]])
     return lookup[top.long()]

@@ -282,7 +282,7 @@ class SAM2VideoSource(MaskletSource):
 
     def _paint(self, masks: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
-        segments = aggregate_masks(masks.cpu(), self._ids, self._scores, self.order)
+        segments = aggregate_masks(masks, self._ids, self._scores, self.order).cpu()
         self._tick("aggregate", t0)
         return segments
 
