@@ -350,7 +350,6 @@ SUPERPIXEL = {
 
 
 def test_cli_main_end_to_end(data_root, tmp_path, capsys):
-    pytest.importorskip("vssam2.masklets.superpixel")
     from vssam2.masklets.__main__ import main
     from vssam2.masklets.superpixel import SuperpixelSource
 
@@ -374,7 +373,6 @@ def test_cli_main_end_to_end(data_root, tmp_path, capsys):
 
 
 def test_cli_module_entry_point_under_rank_environment(data_root, tmp_path):
-    pytest.importorskip("vssam2.masklets.superpixel")
     config = write_cli_config(tmp_path / "masklets.yaml", data_root, tmp_path / "cache", SUPERPIXEL)
     env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     result = subprocess.run(
@@ -389,3 +387,18 @@ def test_cli_module_entry_point_under_rank_environment(data_root, tmp_path):
     assert "[rank 1/2]" in result.stdout and "1 videos computed" in result.stdout
     (folder,) = (tmp_path / "cache").iterdir()
     assert len(open_cache(folder).videos()) == 1
+
+
+def test_shipped_sam2_config_caches_and_resumes(data_root, tmp_path):
+    """configs/masklets/sam2_tiny_synthetic.yaml (tiny random SAM2) through the one command."""
+    from vssam2.masklets.__main__ import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "masklets" / "sam2_tiny_synthetic.yaml"
+    args = ["--config", str(config), "--data.init_args.root", str(data_root), "--cache_root", str(tmp_path),
+            "--max_videos", "1", "--progress", "false"]
+    summary = main(args)
+    assert summary.directory.name.startswith("sam2_video-") and len(summary.computed) == 1
+    maps, table = open_cache(summary.directory).read_video(summary.computed[0])
+    assert maps.dtype == torch.int32 and maps.shape[1:] == (48, 64)
+    assert len(table) > 0 and set(np.unique(maps.numpy())) - {0} == set(table.id.tolist())
+    assert main(args).skipped == summary.computed
