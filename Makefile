@@ -20,11 +20,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# configs/evaluate/synthetic*.yaml read the data from demo_run/data.
+# configs/evaluate/synthetic*.yaml and configs/masklets/*_synthetic.yaml read demo_run/data;
+# masklets are cached under demo_run/cache/masklets (a second run reuses them).
 demo: $(STAMP)
 	$(PY) -m vssam2.synthetic --root demo_run/data --seed 0
 	$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml
 	$(PY) evaluate.py test --config configs/evaluate/synthetic_vipseg.yaml
+	$(PY) -m vssam2.masklets --config configs/masklets/oracle_synthetic.yaml
+	$(PY) -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml
+	$(PY) -m vssam2.masklets --config configs/masklets/sam2_tiny_synthetic.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
