@@ -1,0 +1,123 @@
+"""Majority vote (Eq. 1–2) against a slow per-masklet reference and hand-made cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vssam2.refine import majority_vote
+
+IGNORE = 255
+
+
+def slow_vote(seg: np.ndarray, base: np.ndarray, num_classes: int, min_area: int = 0, min_share: float = 0.0) -> np.ndarray:
+    """Eq. 1–2 read literally: for each masklet, count its base classes, paint the winner."""
+    out = base.copy()
+    for masklet in np.unique(seg):
+        if masklet == 0:
+            continue
+        inside = seg == masklet
+        labels = base[inside]
+        labels = labels[labels != IGNORE]
+        if len(labels) == 0 or inside.sum() < min_area:
+            continue
+        counts = np.bincount(labels, minlength=num_classes)
+        winner = int(np.argmax(counts))  # first maximum = lowest class id
+        if counts[winner] / len(labels) < min_share:
+            continue
+        out[inside] = winner
+    return out
+
+
+def t(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x))
+
+
+def test_hand_case_majority_tie_ignore_and_empty_masklet():
+    seg = np.array([[1, 1, 1, 0, 2, 2, 3, 3]])
+    base = np.array([[4, 4, 7, 5, 6, 1, IGNORE, IGNORE]], dtype=np.uint8)
+    refined, votes = majority_vote(t(seg), t(base), num_classes=8, return_votes=True)
+    # masklet 1: 4 wins 2:1; 0 stays base (5); masklet 2: tie 6 vs 1 → lowest id 1; masklet 3: no votes → base
+    assert refined.tolist() == [[4, 4, 4, 5, 1, 1, IGNORE, IGNORE]]
+    assert refined.dtype == torch.uint8
+    assert votes.ids.tolist() == [1, 2, 3]
+    assert votes.winner.tolist() == [4, 1, IGNORE]
+    assert votes.applied.tolist() == [True, True, False]
+    assert votes.share.tolist() == pytest.approx([2 / 3, 0.5, 0.0])
+
+
+def test_ignore_pixels_do_not_vote_but_get_painted():
+    seg = np.array([[5, 5, 5, 5]])
+    base = np.array([[IGNORE, IGNORE, IGNORE, 2]], dtype=np.uint8)
+    assert majority_vote(t(seg), t(base), num_classes=3).tolist() == [[2, 2, 2, 2]]
+
+
+def test_masklet_votes_across_frames():
+    seg = np.array([[[1, 1]], [[1, 1]]])  # one masklet over 2 frames
+    base = np.array([[[0, 0]], [[0, 3]]], dtype=np.uint8)
+    assert majority_vote(t(seg), t(base), num_classes=4).tolist() == [[[0, 0]], [[0, 0]]]
+
+
+def test_min_area_and_min_share_keep_the_base():
+    seg = np.array([[1, 1, 1, 2, 2, 2, 2]])
+    base = np.array([[0, 1, 2, 3, 3, 3, 1]], dtype=np.uint8)
+    assert majority_vote(t(seg), t(base), 4, min_share=0.5).tolist() == [[0, 1, 2, 3, 3, 3, 3]]
+    assert majority_vote(t(seg), t(base), 4, min_area=4).tolist() == [[0, 1, 2, 3, 3, 3, 3]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("min_area,min_share", [(0, 0.0), (5, 0.0), (0, 0.6)])
+def test_matches_slow_reference_on_random_maps(seed, min_area, min_share):
+    rng = np.random.default_rng(seed)
+    seg = rng.integers(0, 40, size=(3, 20, 24)) * (rng.random((3, 20, 24)) < 0.8)
+    seg[seg == 7] = 1000  # sparse, large ids
+    base = rng.integers(0, 6, size=(3, 20, 24)).astype(np.uint8)
+    base[rng.random(base.shape) < 0.1] = IGNORE
+    got = majority_vote(t(seg), t(base), 6, min_area=min_area, min_share=min_share)
+    np.testing.assert_array_equal(got.numpy(), slow_vote(seg, base, 6, min_area, min_share))
+
+
+def test_sparse_huge_ids_are_compacted(monkeypatch):
+    import vssam2.refine as refine
+
+    monkeypatch.setattr(refine, "MAX_DIRECT_BINS", 64)  # force the compaction path
+    rng = np.random.default_rng(9)
+    seg = rng.choice([0, 3, 70_000, 65_535], size=(2, 9, 11))
+    base = rng.integers(0, 5, size=(2, 9, 11)).astype(np.uint8)
+    refined, votes = majority_vote(t(seg), t(base), 5, return_votes=True)
+    np.testing.assert_array_equal(refined.numpy(), slow_vote(seg, base, 5))
+    assert votes.ids.tolist() == sorted(set(np.unique(seg).tolist()) - {0})
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="shapes differ"):
+        majority_vote(t(np.zeros((2, 2), int)), t(np.zeros((2, 3), np.uint8)))
+    with pytest.raises(ValueError, match="out of range"):
+        majority_vote(t(np.zeros((2, 2), int)), t(np.full((2, 2), 130, np.uint8)))
+    with pytest.raises(ValueError, match=">= 0"):
+        majority_vote(t(np.full((2, 2), -1)), t(np.zeros((2, 2), np.uint8)))
+
+
+def test_oracle_masklets_improve_a_boundary_noisy_prediction():
+    """Oracle masklets + majority vote must raise mIoU and mBIoU of sim_boundary predictions."""
+    from vssam2.masklets import OracleSource
+    from vssam2.metrics import VSSMetrics
+    from vssam2.synthetic import SyntheticConfig, generate_video, simulate_prediction
+
+    config = SyntheticConfig(height=60, width=96)
+    rng = np.random.default_rng(1)
+    base_metrics, refined_metrics = VSSMetrics(), VSSMetrics()
+    for k in range(2):
+        video = generate_video(rng, config, num_frames=18)
+        gt = video.eval_labels  # (T, H, W) eval ids
+        pred = simulate_prediction(gt, "sim_boundary", np.random.default_rng(k))
+        source = OracleSource()
+        source.begin_video(str(k), *gt.shape[1:])
+        seg = source.add_chunk(torch.from_numpy(video.frames), 0, torch.from_numpy(gt))
+        refined = majority_vote(seg, torch.from_numpy(pred))
+        base_metrics.update(torch.from_numpy(pred), torch.from_numpy(gt), video=str(k), last=True)
+        refined_metrics.update(refined, torch.from_numpy(gt), video=str(k), last=True)
+    before, after = base_metrics.compute(), refined_metrics.compute()
+    assert after["mIoU"] > before["mIoU"]
+    assert after["mBIoU"] > before["mBIoU"]
