@@ -56,6 +56,12 @@ class ResultsWriter(Callback):
         if self.print_per_class:
             lines.append(f"Per-class IoU (%):\n\n{per_class_table(results, self.class_names)}\n")
         lines.append(f"Scored {extra.get('videos', '?')} videos, {extra.get('frames', '?')} frames ({stage}).")
+        cost = extra.get("refinement_cost")
+        if cost:
+            lines.append(
+                f"Refinement cost on {cost['device']}: masklets {cost['masklets_fps']:.1f} frames/s, "
+                f"majority vote {cost['refine_fps']:.1f} frames/s."
+            )
         if skipped:
             lines.append(f"WARNING: {len(skipped)} videos were skipped as bad data (listed in results.json).")
         lines.append(f"Results: {paths['markdown']}, {paths['json']}, {paths['plot']}")

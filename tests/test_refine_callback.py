@@ -1,0 +1,99 @@
+"""Test-time refinement through evaluate.py: base rows unchanged, refined rows equal an offline
+computation, cached masklets equal on-the-fly ones, written predictions score the same."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules import VSPWDataModule
+from vssam2.cli import cli_main
+from vssam2.masklets import OracleSource, compute_cache
+from vssam2.metrics import VSSMetrics
+from vssam2.refine import majority_vote
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("sim_strong", "sim_boundary", "sim_flicker")
+CLIP = 7
+
+
+def args_for(data: Path, out: Path, *extra: str) -> list[str]:
+    pred_roots = {m: str(data / "predictions" / "vspw" / m) for m in MODELS}
+    return [
+        "test", "--config", str(REPO / "configs/evaluate/synthetic.yaml"),
+        "--config", str(REPO / "configs/evaluate/refine_synthetic.yaml"),
+        "--data.root", str(data / "vspw"), "--data.pred_roots", json.dumps(pred_roots),
+        "--data.clip_len", str(CLIP), "--trainer.default_root_dir", str(out),
+        "--trainer.enable_progress_bar", "false", "--run.wandb", "disabled", *extra,
+    ]
+
+
+def without_refine_config(args: list[str]) -> list[str]:
+    i = args.index(str(REPO / "configs/evaluate/refine_synthetic.yaml"))
+    return args[: i - 1] + args[i + 1 :]
+
+
+def results_of(out: Path, name: str = "synthetic_refine") -> dict:
+    return json.loads((out / name / "version_0" / "results.json").read_text())["methods"]
+
+
+def offline_refined(data: Path, method: str) -> dict[str, float]:
+    dm = VSPWDataModule(root=str(data / "vspw"), pred_roots={method: str(data / "predictions/vspw" / method)},
+                        clip_len=CLIP)
+    metrics, source = VSSMetrics(), OracleSource()
+    for batch in dm.eval_dataset("val", 0, 1):
+        if batch["start"] == 0:
+            source.begin_video(batch["video"], *batch["gt"].shape[1:])
+        seg = source.add_chunk(batch["frames"], batch["start"], gt=batch["gt"])
+        refined = majority_vote(seg, batch["preds"][method])
+        metrics.update(refined, batch["gt"], video=batch["video"], start=batch["start"], last=batch["last"])
+    return {k: v.item() for k, v in metrics.compute().items() if k != "per_class_iou"}
+
+
+def test_refinement_rows_and_cost(synthetic_root: Path, tmp_path: Path, capsys):
+    cli_main(args=args_for(synthetic_root, tmp_path / "refine", "--trainer.callbacks.init_args.write_dir",
+                           str(tmp_path / "refined")))
+    printed = capsys.readouterr().out
+    assert "Refinement cost on cpu" in printed and "| oracle-sim_boundary |" in printed
+    got = results_of(tmp_path / "refine")
+    assert list(got) == [row for m in MODELS for row in (m, f"oracle-{m}")]
+
+    cli_main(args=without_refine_config(args_for(synthetic_root, tmp_path / "plain")) + ["--run.name", "plain"])
+    plain = results_of(tmp_path / "plain", "plain")
+    for m in MODELS:
+        assert got[m] == plain[m]  # the callback leaves the base numbers untouched
+    expected = offline_refined(synthetic_root, "sim_boundary")
+    for name, value in expected.items():
+        assert got["oracle-sim_boundary"][name] == pytest.approx(value, abs=1e-12)
+    assert got["oracle-sim_boundary"]["mIoU"] > got["sim_boundary"]["mIoU"]
+    assert got["oracle-sim_boundary"]["mBIoU"] > got["sim_boundary"]["mBIoU"]
+
+    # The written refined predictions score exactly like the refined row.
+    written = tmp_path / "refined" / "oracle-sim_boundary"
+    cli_main(args=["test", "--config", str(REPO / "configs/evaluate/synthetic.yaml"),
+                   "--data.root", str(synthetic_root / "vspw"), "--data.pred_roots", json.dumps({"w": str(written)}),
+                   "--data.clip_len", str(CLIP), "--trainer.default_root_dir", str(tmp_path / "rescore"),
+                   "--trainer.enable_progress_bar", "false", "--run.wandb", "disabled", "--run.name", "rescore"])
+    rescored = results_of(tmp_path / "rescore", "rescore")["w"]
+    assert rescored == got["oracle-sim_boundary"]
+
+
+def test_cached_masklets_equal_on_the_fly(synthetic_root: Path, tmp_path: Path):
+    dm = VSPWDataModule(root=str(synthetic_root / "vspw"), clip_len=CLIP)
+    cache = compute_cache(OracleSource(), dm, "val", cache_root=str(tmp_path / "cache"), progress=False)
+    cached_args = without_refine_config(args_for(synthetic_root, tmp_path / "cached")) + [
+        "--trainer.callbacks+=callbacks.TestTimeRefinement", "--trainer.callbacks.name_format", "oracle-{method}",
+        "--data.masklet_cache", str(cache.directory), "--run.name", "synthetic_refine",
+    ]
+    cli_main(args=cached_args)
+    cli_main(args=args_for(synthetic_root, tmp_path / "fly"))
+    assert results_of(tmp_path / "cached") == results_of(tmp_path / "fly")
+
+
+def test_missing_masklets_is_a_clear_error(synthetic_root: Path, tmp_path: Path):
+    args = without_refine_config(args_for(synthetic_root, tmp_path)) + ["--trainer.callbacks+=callbacks.TestTimeRefinement"]
+    with pytest.raises(KeyError, match="masklet_cache"):
+        cli_main(args=args)
