@@ -132,6 +132,7 @@ class TestTimeRefinement(Callback):
             if self._row(method) in refined:
                 merged[self._row(method)] = refined[self._row(method)]
         pl_module.results = merged
+        pl_module.refinement_pairs = [(m, self._row(m)) for m in base if self._row(m) in refined]
         frames = max(self._frames, 1)
         self.cost = {
             "frames": self._frames,

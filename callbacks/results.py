@@ -10,7 +10,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from callbacks.run_dir import run_directory, wandb_logger
 from vssam2.labels import vspw_classes
 from vssam2.metrics import METRIC_NAMES
-from vssam2.report import markdown_table, per_class_table, write_results
+from vssam2.report import delta_table, markdown_table, per_class_table, write_results
 
 
 class ResultsWriter(Callback):
@@ -50,9 +50,12 @@ class ResultsWriter(Callback):
         for key in ("root", "test_split", "val_split"):
             if hasattr(datamodule, key):
                 extra[key] = str(getattr(datamodule, key))
-        paths = write_results(out_dir, results, self.class_names, extra)
+        pairs = list(getattr(pl_module, "refinement_pairs", []) or [])
+        paths = write_results(out_dir, results, self.class_names, extra, pairs)
 
         lines = [f"\n{markdown_table(results)}\n"]
+        if pairs:
+            lines.append(f"Refinement gains (points):\n\n{delta_table(results, pairs)}\n")
         if self.print_per_class:
             lines.append(f"Per-class IoU (%):\n\n{per_class_table(results, self.class_names)}\n")
         lines.append(f"Scored {extra.get('videos', '?')} videos, {extra.get('frames', '?')} frames ({stage}).")
@@ -64,7 +67,7 @@ class ResultsWriter(Callback):
             )
         if skipped:
             lines.append(f"WARNING: {len(skipped)} videos were skipped as bad data (listed in results.json).")
-        lines.append(f"Results: {paths['markdown']}, {paths['json']}, {paths['plot']}")
+        lines.append("Results: " + ", ".join(str(p) for p in paths.values()))
         print("\n".join(lines), flush=True)
 
         logger = wandb_logger(trainer)

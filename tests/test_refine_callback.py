@@ -60,6 +60,12 @@ def test_refinement_rows_and_cost(synthetic_root: Path, tmp_path: Path, capsys):
     assert "Refinement cost on cpu" in printed and "| oracle-sim_boundary |" in printed
     got = results_of(tmp_path / "refine")
     assert list(got) == [row for m in MODELS for row in (m, f"oracle-{m}")]
+    run_dir = tmp_path / "refine" / "synthetic_refine" / "version_0"
+    deltas = json.loads((run_dir / "results.json").read_text())["deltas"]
+    gain = deltas["sim_boundary -> oracle-sim_boundary"]
+    assert gain["mBIoU"] == pytest.approx(got["oracle-sim_boundary"]["mBIoU"] - got["sim_boundary"]["mBIoU"])
+    assert (run_dir / "per_class_delta.png").stat().st_size > 1000
+    assert "| sim_boundary → oracle-sim_boundary | +" in (run_dir / "results.md").read_text()
 
     cli_main(args=without_refine_config(args_for(synthetic_root, tmp_path / "plain")) + ["--run.name", "plain"])
     plain = results_of(tmp_path / "plain", "plain")

@@ -108,6 +108,65 @@ def plot_per_class_iou(
     return path
 
 
+def delta_table(
+    results: Mapping[str, Mapping[str, Any]],
+    pairs: Sequence[tuple[str, str]],
+    metrics: Sequence[str] = METRIC_NAMES,
+    decimals: int = DECIMALS,
+) -> str:
+    """Markdown table of refined − base differences (percentage points) per (base, refined) pair."""
+    header = "| Refinement | " + " | ".join(f"Δ{m}" for m in metrics) + " |"
+    rule = "|:--|" + "".join("--:|" for _ in metrics)
+    rows = []
+    for base, refined in pairs:
+        cells = []
+        for m in metrics:
+            delta = 100 * (_number(results[refined][m]) - _number(results[base][m]))
+            cells.append("–" if math.isnan(delta) else f"{delta:+.{decimals}f}")
+        rows.append(f"| {base} → {refined} | " + " | ".join(cells) + " |")
+    return "\n".join([header, rule, *rows])
+
+
+def plot_per_class_delta(
+    results: Mapping[str, Mapping[str, Any]],
+    pairs: Sequence[tuple[str, str]],
+    class_names: Sequence[str],
+    path: str | Path,
+) -> Path:
+    """Per-class IoU change (refined − base, points) for each pair: which classes gain, which lose."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    deltas = np.array(
+        [
+            [_number(r) - _number(b) for b, r in zip(results[base]["per_class_iou"], results[refined]["per_class_iou"])]
+            for base, refined in pairs
+        ]
+    ) * 100  # (P, C)
+    present = np.flatnonzero(~np.all(np.isnan(deltas), axis=0))
+    order = present[np.argsort(np.nan_to_num(np.nanmean(deltas[:, present], axis=0), nan=0.0))]
+    height = 0.8 / max(len(pairs), 1)
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.3 * len(order) * max(1, len(pairs) / 2)))
+    y = np.arange(len(order))
+    for k, (base, refined) in enumerate(pairs):
+        values = np.nan_to_num(deltas[k, order])
+        ax.barh(y + k * height, values, height=height, label=f"{refined} − {base}")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y + height * (len(pairs) - 1) / 2)
+    ax.set_yticklabels([class_names[c] for c in order], fontsize=8)
+    ax.set_xlabel("IoU change (points)")
+    ax.set_title("Per-class IoU change from refinement")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(len(pairs), 3), fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def overlay_panel(
     frame: np.ndarray, gt: np.ndarray, preds: Mapping[str, np.ndarray], alpha: float = 0.55
 ) -> np.ndarray:
@@ -142,19 +201,29 @@ def write_results(
     results: Mapping[str, Mapping[str, Any]],
     class_names: Sequence[str],
     extra: Mapping[str, Any] | None = None,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Path]:
     """Writes results.json, results.md and per_class_iou.png into ``out_dir``.
 
+    With ``pairs`` of (base, refined) rows, also the differences: a Δ table in results.md,
+    ``deltas`` in results.json and per_class_delta.png.
+
     Returns:
-        ``{"json": …, "markdown": …, "plot": …}`` paths.
+        ``{"json": …, "markdown": …, "plot": …}`` paths (and ``"delta_plot"`` with pairs).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "plot": out_dir / "per_class_iou.png"}
-    paths["json"].write_text(json.dumps(results_to_json(results, class_names, extra), indent=2) + "\n")
-    paths["markdown"].write_text(
-        "## Results (%)\n\n" + markdown_table(results) + "\n\n## Per-class IoU (%)\n\n"
-        + per_class_table(results, class_names) + "\n"
-    )
+    data = results_to_json(results, class_names, extra)
+    markdown = "## Results (%)\n\n" + markdown_table(results) + "\n\n"
+    if pairs:
+        data["deltas"] = {
+            f"{base} -> {refined}": {m: _number(results[refined][m]) - _number(results[base][m]) for m in METRIC_NAMES}
+            for base, refined in pairs
+        }
+        markdown += "## Refinement gains (points)\n\n" + delta_table(results, pairs) + "\n\n"
+        paths["delta_plot"] = plot_per_class_delta(results, pairs, class_names, out_dir / "per_class_delta.png")
+    paths["json"].write_text(json.dumps(data, indent=2) + "\n")
+    paths["markdown"].write_text(markdown + "## Per-class IoU (%)\n\n" + per_class_table(results, class_names) + "\n")
     plot_per_class_iou(results, class_names, paths["plot"])
     return paths
