@@ -1,0 +1,522 @@
+"""Video panoptic predictions → semantic prediction folders (VIPSeg, Table 2).
+
+Panoptic models (DVIS, DVIS++, CAVIS, …) write VIPSeg predictions in a panoptic format; this
+module turns them into the ``result_submission`` layout every other model uses here —
+``<out_root>/<video>/<frame>.png``, 8-bit PNG (mode "L") of evaluation ids 0…123, 255 = no
+prediction — so they can be refined and scored like any other model.
+
+Supported inputs:
+
+1. **VIPSeg panomask** (``convert_panomask_folder``): ``<in_root>/<video>/<frame>.png``,
+   single-channel 8- or 16-bit PNG (modes L, P, I;16, I) with VIPSeg ground-truth values:
+   stuff = raw category id (< 125), thing = category × 100 + instance, 0 = void. Mapped with
+   :func:`vssam2.labels.vipseg_panoptic_to_eval`.
+2. **COCO panoptic, VIPSeg VPS format** (``convert_coco_panoptic``), as written by the VPS
+   evaluators of DVIS / DVIS++ / CAVIS: a JSON file
+   ``{"annotations": [{"video_id": …, "annotations": [{"file_name": "<frame>.png",
+   "segments_info": [{"id": …, "category_id": …}, …]}, …]}, …]}`` and RGB PNGs
+   ``<png_root>/<video_id>/<file_name>`` with segment id = R + 256·G + 256²·B (COCO rgb2id).
+   Image-level entries (``{"file_name": "<video>/<frame>.png", "segments_info": […]}`` directly
+   in the top-level ``annotations`` list, plain COCO panoptic) are accepted too; the video is
+   then ``video_id`` / ``video_name`` if present, else the folder part of ``file_name``.
+3. **COCO panoptic, per-video folders** (``convert_coco_panoptic_folder``):
+   ``<in_root>/<video>/<frame>.png`` RGB plus either ``<in_root>/<video>/segments_info.json``
+   (a list of ``{"file_name", "segments_info"}`` entries, or ``{"annotations": [...]}``, or a
+   dict ``{frame file name or stem: segments_info}``) or one ``<frame>.json`` per frame
+   (a ``segments_info`` list, or a dict with key ``segments_info``).
+
+For the COCO formats, ``category_id`` is the model's category: evaluation id =
+``category_id − category_offset`` (VIPSeg models with 0-based categories in the 124-class
+order: offset 0, the default; 1-based: offset 1), or an explicit ``category_map``
+(model category → evaluation id; 255 / null = drop to "no prediction"), given as a dict or
+a JSON file (an object ``{"<category_id>": eval_id}`` or a list indexed by category id).
+Pixels of segment id 0 (COCO void) that segments_info does not list, get 255. A single-channel
+PNG is read as segment ids directly.
+
+Errors (``ValueError`` naming the file): a segment id in a PNG that segments_info does not
+list, a category out of range / missing from the map, a duplicate segment id, a missing PNG
+for a listed frame, a panomask value that is no VIPSeg class.
+
+Output frames keep their names (extension ``.png``). Conversion is resumable: frames whose
+output exists are skipped (``overwrite=False``); writes are atomic (temporary file, then
+:func:`os.replace`).
+
+Command line::
+
+    python -m vssam2.panoptic panomask --input DIR --output DIR
+    python -m vssam2.panoptic coco --json FILE --png-root DIR --output DIR [--category-offset 1]
+    python -m vssam2.panoptic coco --input DIR --output DIR      # per-video folders (format 3)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from vssam2.labels import IGNORE_INDEX, NUM_CLASSES, vipseg_panoptic_to_eval
+
+__all__ = [
+    "ConversionStats",
+    "rgb2id",
+    "read_segment_png",
+    "load_category_map",
+    "segments_to_lut",
+    "segment_ids_to_eval",
+    "convert_panomask_folder",
+    "convert_coco_panoptic",
+    "convert_coco_panoptic_folder",
+    "main",
+]
+
+
+@dataclass
+class ConversionStats:
+    """What a conversion did.
+
+    Attributes:
+        videos: videos seen.
+        frames: frames seen (written + skipped).
+        written: frames converted and written.
+        skipped: frames skipped because their output already existed.
+    """
+
+    videos: int = 0
+    frames: int = 0
+    written: int = 0
+    skipped: int = 0
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic id of an (H, W, 3) colour PNG: R + 256·G + 256²·B, as int64 (H, W)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] < 3:
+        raise ValueError(f"rgb2id expects (H, W, 3) colours, got shape {rgb.shape}")
+    rgb = rgb[..., :3].astype(np.int64)
+    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
+
+
+def read_segment_png(path: Path) -> np.ndarray:
+    """Segment ids of a COCO panoptic PNG: RGB(A) → rgb2id; a single-channel PNG → its values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"missing panoptic PNG: {path}")
+    with Image.open(path) as image:
+        if image.mode in ("RGB", "RGBA"):
+            return rgb2id(np.asarray(image))
+        if image.mode in ("L", "I;16", "I", "P"):
+            return np.asarray(image).astype(np.int64)
+        raise ValueError(f"{path}: unsupported PNG mode {image.mode!r} for a panoptic segment map")
+
+
+def _read_panomask(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        if image.mode not in ("L", "P", "I;16", "I", "I;16B", "I;16L"):
+            raise ValueError(f"{path}: panomask must be a single-channel 8/16-bit PNG, got mode {image.mode!r}")
+        array = np.asarray(image)
+    if array.ndim != 2:
+        raise ValueError(f"{path}: panomask must be 2-D, got shape {array.shape}")
+    return array.astype(np.int64)
+
+
+def _atomic_write_png(path: Path, eval_ids: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        Image.fromarray(np.ascontiguousarray(eval_ids, dtype=np.uint8)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _output_name(file_name: str) -> str:
+    return Path(file_name).stem + ".png"
+
+
+def load_category_map(source: str | os.PathLike | Mapping | Sequence | None) -> dict[int, int] | None:
+    """Reads a model-category → evaluation-id map.
+
+    Args:
+        source: None, a dict ``{category_id: eval_id}``, a list indexed by category id, or the
+            path of a JSON file holding either (object keys are category ids as strings).
+            An eval id of 255 or null means "no prediction".
+
+    Returns:
+        dict of int → int (255 for dropped categories), or None if ``source`` is None.
+    """
+    if source is None:
+        return None
+    where = "category map"
+    if isinstance(source, (str, os.PathLike)):
+        where = f"category map {source}"
+        with open(source) as handle:
+            source = json.load(handle)
+    if isinstance(source, Mapping):
+        items = source.items()
+    elif isinstance(source, Sequence):
+        items = enumerate(source)
+    else:
+        raise ValueError(f"{where}: expected a JSON object or list, got {type(source).__name__}")
+    mapping: dict[int, int] = {}
+    for key, value in items:
+        try:
+            mapping[int(key)] = IGNORE_INDEX if value is None else int(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: entry {key!r}: {value!r} is not an integer id") from error
+    return mapping
+
+
+def _category_to_eval(
+    category: int, category_offset: int, category_map: Mapping[int, int] | None, num_classes: int, where: str
+) -> int:
+    if category_map is not None:
+        if category not in category_map:
+            raise ValueError(f"{where}: category_id {category} is not in the category map")
+        eval_id = category_map[category]
+        if eval_id == IGNORE_INDEX:
+            return eval_id
+    else:
+        eval_id = category - category_offset
+    if not 0 <= eval_id < num_classes:
+        raise ValueError(
+            f"{where}: category_id {category} gives evaluation id {eval_id}, outside 0..{num_classes - 1} "
+            f"(category_offset={category_offset}{', category map' if category_map is not None else ''})"
+        )
+    return eval_id
+
+
+def segments_to_lut(
+    segments_info: Iterable[Mapping],
+    category_offset: int = 0,
+    category_map: Mapping[int, int] | None = None,
+    num_classes: int = NUM_CLASSES,
+    where: str = "segments_info",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted segment ids and their evaluation ids, for :func:`segment_ids_to_eval`.
+
+    Raises:
+        ValueError: (naming ``where``) on a duplicate id, a segment without id / category_id,
+            or a category outside the evaluation range.
+    """
+    ids: list[int] = []
+    evals: list[int] = []
+    for segment in segments_info:
+        try:
+            segment_id, category = int(segment["id"]), int(segment["category_id"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{where}: segment {segment!r} needs integer 'id' and 'category_id'") from error
+        ids.append(segment_id)
+        evals.append(_category_to_eval(category, category_offset, category_map, num_classes, where))
+    id_array = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(id_array, kind="stable")
+    id_array = id_array[order]
+    if id_array.size > 1 and (np.diff(id_array) == 0).any():
+        duplicates = np.unique(id_array[1:][np.diff(id_array) == 0]).tolist()
+        raise ValueError(f"{where}: duplicate segment ids {duplicates}")
+    return id_array, np.asarray(evals, dtype=np.uint8)[order]
+
+
+def segment_ids_to_eval(segment_ids: np.ndarray, ids: np.ndarray, evals: np.ndarray, where: str = "panoptic PNG") -> np.ndarray:
+    """Maps a segment-id map to evaluation ids through a sorted (ids → evals) table.
+
+    Listed ids take their evaluation id; an unlisted 0 (COCO void) becomes 255.
+
+    Raises:
+        ValueError: (naming ``where``) if a non-zero id is not listed.
+    """
+    segment_ids = np.asarray(segment_ids, dtype=np.int64)
+    # Work on the unique ids (few) rather than on every pixel.
+    unique, inverse = np.unique(segment_ids, return_inverse=True)
+    if ids.size:
+        position = np.minimum(np.searchsorted(ids, unique), ids.size - 1)
+        found = ids[position] == unique
+    else:
+        position = np.zeros(unique.shape, dtype=np.int64)
+        found = np.zeros(unique.shape, dtype=bool)
+    unknown = ~found & (unique != 0)
+    if unknown.any():
+        raise ValueError(
+            f"{where}: segment ids {unique[unknown][:10].tolist()} are not in segments_info "
+            f"(listed: {ids[:20].tolist()}{'…' if ids.size > 20 else ''})"
+        )
+    per_unique = np.where(found, evals[position] if evals.size else IGNORE_INDEX, IGNORE_INDEX).astype(np.uint8)
+    return per_unique[inverse.reshape(segment_ids.shape)]
+
+
+# ---------------------------------------------------------------------------- converters
+
+
+def convert_panomask_folder(
+    in_root: str | os.PathLike,
+    out_root: str | os.PathLike,
+    *,
+    num_classes: int = NUM_CLASSES,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ConversionStats:
+    """Converts VIPSeg panomask predictions ``<in_root>/<video>/<frame>.png`` to eval-id PNGs.
+
+    Args:
+        in_root: folder of video folders of panomask PNGs (stuff = raw id, thing = id×100+inst).
+        out_root: output ``result_submission`` folder.
+        num_classes: number of evaluation classes.
+        overwrite: rewrite frames whose output exists (default: skip them).
+        progress: show a tqdm bar.
+
+    Raises:
+        ValueError: if ``in_root`` has no video folders, or a PNG holds a value that is no class.
+    """
+    in_root, out_root = Path(in_root), Path(out_root)
+    if not in_root.is_dir():
+        raise ValueError(f"panomask input folder does not exist: {in_root}")
+    jobs = [
+        (video.name, frame)
+        for video in sorted(p for p in in_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for frame in sorted(p for p in video.glob("*.png") if not p.name.startswith("."))
+    ]
+    if not jobs:
+        raise ValueError(f"no <video>/<frame>.png files under {in_root}")
+    stats = ConversionStats(videos=len({video for video, _ in jobs}))
+    for video, frame in tqdm(jobs, desc="panomask → semantic", unit="frame", disable=not progress):
+        stats.frames += 1
+        target = out_root / video / _output_name(frame.name)
+        if target.exists() and not overwrite:
+            stats.skipped += 1
+            continue
+        panoptic = _read_panomask(frame)
+        try:
+            eval_ids = vipseg_panoptic_to_eval(panoptic, num_classes)
+        except ValueError as error:
+            raise ValueError(f"{frame}: {error}") from error
+        _atomic_write_png(target, eval_ids)
+        stats.written += 1
+    return stats
+
+
+def _frames_from_json(data: object, json_path: Path) -> list[tuple[str, str, list]]:
+    """(video, file_name relative to the video folder, segments_info) for every frame listed."""
+    if isinstance(data, Mapping):
+        entries = data.get("annotations")
+    else:
+        entries = data
+    if not isinstance(entries, list):
+        raise ValueError(f"{json_path}: expected a top-level 'annotations' list")
+    frames: list[tuple[str, str, list]] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{json_path}: annotations[{index}] is not an object")
+        video_key = entry.get("video_id", entry.get("video_name"))
+        if "annotations" in entry:  # VIPSeg VPS format: one entry per video
+            if video_key is None:
+                raise ValueError(f"{json_path}: annotations[{index}] has no video_id")
+            for frame_index, frame in enumerate(entry["annotations"]):
+                if "file_name" not in frame or "segments_info" not in frame:
+                    raise ValueError(
+                        f"{json_path}: video {video_key} frame {frame_index} needs 'file_name' and 'segments_info'"
+                    )
+                frames.append((str(video_key), str(frame["file_name"]), list(frame["segments_info"])))
+        elif "segments_info" in entry and "file_name" in entry:  # image-level COCO panoptic entry
+            file_name = Path(str(entry["file_name"]))
+            video = str(video_key) if video_key is not None else file_name.parent.as_posix()
+            if video_key is None and video in ("", "."):
+                raise ValueError(f"{json_path}: annotations[{index}] gives no video (no video_id, bare file_name)")
+            name = file_name.name if video_key is None else str(entry["file_name"])
+            frames.append((video, name, list(entry["segments_info"])))
+        else:
+            raise ValueError(f"{json_path}: annotations[{index}] has neither per-frame 'annotations' nor 'segments_info'")
+    return frames
+
+
+def _convert_frames(
+    frames: list[tuple[str, Path, list, str]],
+    out_root: Path,
+    category_offset: int,
+    category_map: Mapping[int, int] | None,
+    num_classes: int,
+    overwrite: bool,
+    progress: bool,
+    desc: str,
+) -> ConversionStats:
+    stats = ConversionStats(videos=len({video for video, *_ in frames}))
+    for video, png_path, segments_info, where in tqdm(frames, desc=desc, unit="frame", disable=not progress):
+        stats.frames += 1
+        target = out_root / video / _output_name(png_path.name)
+        if target.exists() and not overwrite:
+            stats.skipped += 1
+            continue
+        ids, evals = segments_to_lut(segments_info, category_offset, category_map, num_classes, where)
+        segment_ids = read_segment_png(png_path)
+        eval_ids = segment_ids_to_eval(segment_ids, ids, evals, where=str(png_path))
+        _atomic_write_png(target, eval_ids)
+        stats.written += 1
+    return stats
+
+
+def convert_coco_panoptic(
+    json_path: str | os.PathLike,
+    png_root: str | os.PathLike,
+    out_root: str | os.PathLike,
+    category_offset: int = 0,
+    category_map: str | os.PathLike | Mapping | Sequence | None = None,
+    *,
+    num_classes: int = NUM_CLASSES,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ConversionStats:
+    """Converts COCO-style video panoptic predictions (DVIS / DVIS++ / CAVIS VPS output).
+
+    Args:
+        json_path: prediction JSON (``{"annotations": [{"video_id", "annotations": [{"file_name",
+            "segments_info"}]}]}``, or image-level COCO panoptic entries).
+        png_root: folder holding ``<video_id>/<file_name>`` RGB PNGs (segment id = rgb2id).
+        out_root: output ``result_submission`` folder.
+        category_offset: evaluation id = category_id − category_offset (no map given).
+        category_map: explicit category → eval id map (dict, list or JSON path); overrides offset.
+        num_classes: number of evaluation classes.
+        overwrite: rewrite frames whose output exists (default: skip them).
+        progress: show a tqdm bar.
+
+    Raises:
+        ValueError: naming the file, on a malformed JSON, a missing PNG, an unlisted segment id,
+            a duplicate segment id or a category outside the evaluation range.
+    """
+    json_path, png_root, out_root = Path(json_path), Path(png_root), Path(out_root)
+    with open(json_path) as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{json_path}: not valid JSON: {error}") from error
+    mapping = load_category_map(category_map)
+    frames = [
+        (video, png_root / video / name, segments, f"{json_path} (video {video}, frame {name})")
+        for video, name, segments in _frames_from_json(data, json_path)
+    ]
+    if not frames:
+        raise ValueError(f"{json_path}: lists no frames")
+    return _convert_frames(
+        frames, out_root, category_offset, mapping, num_classes, overwrite, progress, "COCO panoptic → semantic"
+    )
+
+
+def _video_folder_frames(video_dir: Path) -> list[tuple[Path, list, str]]:
+    pngs = sorted(p for p in video_dir.glob("*.png") if not p.name.startswith("."))
+    shared = video_dir / "segments_info.json"
+    if shared.is_file():
+        with open(shared) as handle:
+            data = json.load(handle)
+        by_name: dict[str, list] = {}
+        if isinstance(data, Mapping) and "annotations" in data:
+            data = data["annotations"]
+        if isinstance(data, Mapping):
+            for key, segments in data.items():
+                by_name[Path(str(key)).stem] = list(segments)
+        elif isinstance(data, list):
+            for index, entry in enumerate(data):
+                if not isinstance(entry, Mapping) or "file_name" not in entry or "segments_info" not in entry:
+                    raise ValueError(f"{shared}: entry {index} needs 'file_name' and 'segments_info'")
+                by_name[Path(str(entry["file_name"])).stem] = list(entry["segments_info"])
+        else:
+            raise ValueError(f"{shared}: expected a list of frames or an object keyed by frame")
+        return [(video_dir / f"{stem}.png", segments, f"{shared} (frame {stem})") for stem, segments in sorted(by_name.items())]
+    frames: list[tuple[Path, list, str]] = []
+    for png in pngs:
+        sidecar = png.with_suffix(".json")
+        if not sidecar.is_file():
+            raise ValueError(f"{png}: no segments_info ({shared.name} or {sidecar.name}) in {video_dir}")
+        with open(sidecar) as handle:
+            data = json.load(handle)
+        segments = data.get("segments_info") if isinstance(data, Mapping) else data
+        if not isinstance(segments, list):
+            raise ValueError(f"{sidecar}: expected a segments_info list")
+        frames.append((png, segments, str(sidecar)))
+    return frames
+
+
+def convert_coco_panoptic_folder(
+    in_root: str | os.PathLike,
+    out_root: str | os.PathLike,
+    category_offset: int = 0,
+    category_map: str | os.PathLike | Mapping | Sequence | None = None,
+    *,
+    num_classes: int = NUM_CLASSES,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ConversionStats:
+    """Converts per-video COCO panoptic folders: ``<in_root>/<video>/<frame>.png`` RGB plus
+    ``<video>/segments_info.json`` or one ``<frame>.json`` per frame (see the module doc).
+    Arguments and errors as :func:`convert_coco_panoptic`."""
+    in_root, out_root = Path(in_root), Path(out_root)
+    if not in_root.is_dir():
+        raise ValueError(f"COCO panoptic input folder does not exist: {in_root}")
+    mapping = load_category_map(category_map)
+    frames = [
+        (video.name, png, segments, where)
+        for video in sorted(p for p in in_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for png, segments, where in _video_folder_frames(video)
+    ]
+    if not frames:
+        raise ValueError(f"no <video>/<frame>.png frames with segments_info under {in_root}")
+    return _convert_frames(
+        frames, out_root, category_offset, mapping, num_classes, overwrite, progress, "COCO panoptic → semantic"
+    )
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vssam2.panoptic",
+        description="Convert video panoptic predictions to semantic prediction folders (eval ids, 255 = none).",
+    )
+    sub = parser.add_subparsers(dest="format", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--output", required=True, help="output <video>/<frame>.png folder")
+    common.add_argument("--num-classes", type=int, default=NUM_CLASSES)
+    common.add_argument("--overwrite", action="store_true", help="rewrite frames whose output exists")
+    common.add_argument("--no-progress", action="store_true")
+    pano = sub.add_parser("panomask", parents=[common], help="VIPSeg panomask PNGs (category×100+instance)")
+    pano.add_argument("--input", required=True, help="folder of <video>/<frame>.png panomasks")
+    coco = sub.add_parser("coco", parents=[common], help="COCO panoptic RGB PNGs + segments_info JSON")
+    coco.add_argument("--json", help="prediction JSON (DVIS / CAVIS VPS format); needs --png-root")
+    coco.add_argument("--png-root", help="folder of <video_id>/<file_name> RGB PNGs")
+    coco.add_argument("--input", help="per-video folders with segments_info.json or <frame>.json (instead of --json)")
+    coco.add_argument("--category-offset", type=int, default=0, help="eval id = category_id - offset (default 0)")
+    coco.add_argument("--category-map", help="JSON: {category_id: eval_id} or a list by category id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> ConversionStats:
+    """Command-line entry point; prints and returns the :class:`ConversionStats`."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    options = dict(num_classes=args.num_classes, overwrite=args.overwrite, progress=not args.no_progress)
+    if args.format == "panomask":
+        stats = convert_panomask_folder(args.input, args.output, **options)
+    elif args.json is not None:
+        if args.png_root is None or args.input is not None:
+            parser.error("coco: --json needs --png-root (and no --input)")
+        stats = convert_coco_panoptic(
+            args.json, args.png_root, args.output, args.category_offset, args.category_map, **options
+        )
+    elif args.input is not None:
+        stats = convert_coco_panoptic_folder(args.input, args.output, args.category_offset, args.category_map, **options)
+    else:
+        parser.error("coco: give --json FILE --png-root DIR, or --input DIR")
+    print(json.dumps(asdict(stats)))
+    return stats
+
+
+if __name__ == "__main__":
+    main()
