@@ -151,6 +151,9 @@ class SAM2VideoSource(MaskletSource):
         max_objects: keep at most this many proposals per window (highest predicted IoU);
             None = all.
         bf16: run the model under bfloat16 autocast (CUDA or CPU).
+        batch_objects: propagate all objects of a window in one batch per frame
+            (:func:`vssam2.masklets.batched_tracking.track_frame_batched`) instead of one
+            object at a time; same masks up to floating-point differences.
     """
 
     name = "sam2_video"
@@ -170,6 +173,7 @@ class SAM2VideoSource(MaskletSource):
         order: str = "area",
         max_objects: int | None = None,
         bf16: bool = False,
+        batch_objects: bool = False,
     ) -> None:
         super().__init__()
         if window < 1:
@@ -193,6 +197,7 @@ class SAM2VideoSource(MaskletSource):
         self.order = order
         self.max_objects = max_objects
         self.bf16 = bool(bf16)
+        self.batch_objects = bool(batch_objects)
         self._predictor = None
         self._proposer = None
         self.timings: dict[str, float] = {}
@@ -228,7 +233,7 @@ class SAM2VideoSource(MaskletSource):
         return self._proposer
 
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "source": self.name,
             "sam2_config": self.sam2_config,
             "checkpoint": checkpoint_fingerprint(self.checkpoint),
@@ -243,6 +248,9 @@ class SAM2VideoSource(MaskletSource):
             "max_objects": self.max_objects,
             "bf16": self.bf16,
         }
+        if self.batch_objects:  # only when set: existing cache keys stay unchanged
+            config["batch_objects"] = True
+        return config
 
     # ------------------------------------------------------------------ per video
 
@@ -286,6 +294,14 @@ class SAM2VideoSource(MaskletSource):
         self._tick("aggregate", t0)
         return segments
 
+    def _track(self, state: dict[str, Any], frame_idx: int) -> torch.Tensor:
+        """(N, 1, H, W) mask logits of every object of ``state`` on ``frame_idx``."""
+        if self.batch_objects:
+            from vssam2.masklets.batched_tracking import track_frame_batched
+
+            return track_frame_batched(self.predictor, state, frame_idx)
+        return track_frame(self.predictor, state, frame_idx)
+
     def _process_frame(self, frame: torch.Tensor, t: int) -> torch.Tensor:
         """Segment map (H, W) int32 of video frame ``t``."""
         local = t % self.window
@@ -296,7 +312,7 @@ class SAM2VideoSource(MaskletSource):
         else:
             t0 = time.perf_counter()
             append_frames(self.predictor, self._state, frame[None])
-            masks = track_frame(self.predictor, self._state, local)[:, 0] > 0
+            masks = self._track(self._state, local)[:, 0] > 0
             self._tick("propagation", t0)
         self._last_masks = masks
         return self._paint(masks)
@@ -314,7 +330,7 @@ class SAM2VideoSource(MaskletSource):
         prev_masks = self._last_masks
         if self._state is not None and self.stitch_propagate and self.window > 1:
             idx = append_encoded_frame(self._state, image, backbone_out)
-            prev_masks = track_frame(predictor, self._state, idx)[:, 0] > 0
+            prev_masks = self._track(self._state, idx)[:, 0] > 0
             t0 = self._tick("stitch_propagation", t0)
         self._state = None  # the previous window is done
         if prev_masks is None:
