@@ -213,15 +213,25 @@ def run_ours(source: SAM2VideoSource, frames: np.ndarray, writer) -> tuple[dict,
     """(b): returns timings, per-window per-object masks, segment maps."""
     recorded: list[tuple[int, torch.Tensor]] = []
     window = source.window
-    original_track = sam2_video_mod.track_frame
+    # The keyframe's prompt output goes through video_memory.track_frame; later frames through
+    # source._track (per-object or batched, whichever the source uses).
+    original_track_frame = sam2_video_mod.track_frame
+    original_track = source._track
 
     def track_frame(predictor, state, frame_idx):
-        out = original_track(predictor, state, frame_idx)
-        if frame_idx < window:  # not the stitching step onto the next keyframe
+        out = original_track_frame(predictor, state, frame_idx)
+        if frame_idx == 0:
+            recorded.append((frame_idx, (out[:, 0] > 0).cpu()))
+        return out
+
+    def track(state, frame_idx):
+        out = original_track(state, frame_idx)
+        if 0 < frame_idx < window:  # not the stitching step onto the next keyframe
             recorded.append((frame_idx, (out[:, 0] > 0).cpu()))
         return out
 
     sam2_video_mod.track_frame = track_frame
+    source._track = track
     timings: dict[str, float] = {}
     maps = []
     try:
@@ -236,7 +246,8 @@ def run_ours(source: SAM2VideoSource, frames: np.ndarray, writer) -> tuple[dict,
         src_timings = dict(source.timings)
         source.end_video()
     finally:
-        sam2_video_mod.track_frame = original_track
+        sam2_video_mod.track_frame = original_track_frame
+        del source._track  # back to the class's method
     # recorded frames come in video order (one track_frame call per frame of a window with objects)
     by_window: list[list[torch.Tensor]] = []
     for idx, m in recorded:
@@ -363,6 +374,7 @@ def main() -> int:
     ap.add_argument("--obj-bias", type=float, default=10.0)
     ap.add_argument("--study-params", action="store_true", help="study thresholds (0.6/0.8/0.9/0.7)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-objects", action="store_true", help="ours tracks all objects of a window in one batch")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -379,7 +391,7 @@ def main() -> int:
                                 stability_score_offset=0.5, box_nms_thresh=1.0)
 
     source = SAM2VideoSource(config, None, image_size=args.size, window=args.window, proposal=params,
-                             proposer="fast", max_objects=args.max_objects)
+                             proposer="fast", max_objects=args.max_objects, batch_objects=args.batch_objects)
     predictor = source.predictor  # seeded random weights; shared by both pipelines
     random_weight_tricks(predictor, args.hyper_scale, args.obj_bias)
 
