@@ -153,7 +153,8 @@ class SAM2VideoSource(MaskletSource):
         bf16: run the model under bfloat16 autocast (CUDA or CPU).
         batch_objects: propagate all objects of a window in one batch per frame
             (:func:`vssam2.masklets.batched_tracking.track_frame_batched`) instead of one
-            object at a time; same masks up to floating-point differences.
+            object at a time; same masks up to floating-point differences (tested), so
+            it is not part of :meth:`config` (like ``points_per_batch``).
     """
 
     name = "sam2_video"
@@ -173,7 +174,7 @@ class SAM2VideoSource(MaskletSource):
         order: str = "area",
         max_objects: int | None = None,
         bf16: bool = False,
-        batch_objects: bool = False,
+        batch_objects: bool = True,
     ) -> None:
         super().__init__()
         if window < 1:
@@ -248,8 +249,6 @@ class SAM2VideoSource(MaskletSource):
             "max_objects": self.max_objects,
             "bf16": self.bf16,
         }
-        if self.batch_objects:  # only when set: existing cache keys stay unchanged
-            config["batch_objects"] = True
         return config
 
     # ------------------------------------------------------------------ per video
