@@ -68,6 +68,7 @@ import vssam2.masklets.sam2_video as sam2_video_mod  # noqa: E402
 from vssam2.masklets.aggregator import aggregate_masks  # noqa: E402
 from vssam2.masklets.cache import MaskletCache  # noqa: E402
 from vssam2.masklets.proposals import ProposalParams  # noqa: E402
+from vssam2.masklets.random_weights import keep_objects, sharpen_masks  # noqa: E402
 from vssam2.masklets.sam2_model import TINY_TEST_CONFIG  # noqa: E402
 from vssam2.masklets.sam2_video import SAM2VideoSource  # noqa: E402
 from vssam2.masklets.stock_proposer import StockProposer  # noqa: E402
@@ -146,14 +147,10 @@ class Profiler:
 
 
 def random_weight_tricks(predictor, hyper_scale: float, obj_bias: float) -> None:
-    with torch.no_grad():
-        if hyper_scale != 1.0:
-            for mlp in predictor.sam_mask_decoder.output_hypernetworks_mlps:
-                mlp.layers[-1].weight.mul_(hyper_scale)
-        if obj_bias is not None:
-            head = predictor.sam_mask_decoder.pred_obj_score_head
-            last = head if isinstance(head, torch.nn.Linear) else head.layers[-1]
-            last.bias.fill_(obj_bias)
+    if hyper_scale != 1.0:
+        sharpen_masks(predictor, hyper_scale)
+    if obj_bias is not None:
+        keep_objects(predictor, obj_bias)
 
 
 # ----------------------------------------------------------------------------- pipelines

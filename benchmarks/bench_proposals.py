@@ -36,11 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator  # noqa: E402
 
 from vssam2.masklets.fast_proposer import FastProposer  # noqa: E402
 from vssam2.masklets.proposals import ProposalParams  # noqa: E402
-from vssam2.masklets.sam2_model import TINY_TEST_CONFIG, backbone_feature_sizes, load_sam2  # noqa: E402
+from vssam2.masklets.random_weights import sharpen_masks  # noqa: E402
+from vssam2.masklets.sam2_model import TINY_TEST_CONFIG, load_sam2  # noqa: E402
+from vssam2.masklets.stock_proposer import sam2_generator  # noqa: E402
 
 
 def make_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -61,18 +62,7 @@ def make_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def run_stock(model, params: ProposalParams, frame: np.ndarray):
     """sam2's generator with per-stage timings (hooks)."""
-    gen = SAM2AutomaticMaskGenerator(
-        model,
-        points_per_side=params.points_per_side,
-        points_per_batch=params.points_per_batch,
-        pred_iou_thresh=params.pred_iou_thresh,
-        stability_score_thresh=params.stability_score_thresh,
-        stability_score_offset=params.stability_score_offset,
-        mask_threshold=params.mask_threshold,
-        box_nms_thresh=params.box_nms_thresh,
-        output_mode="binary_mask",
-    )
-    gen.predictor._bb_feat_sizes = backbone_feature_sizes(model)
+    gen = sam2_generator(model, params)
     times = {"encoder": 0.0, "decoder": 0.0}
     set_image = gen.predictor.set_image
 
@@ -159,9 +149,7 @@ def main() -> int:
     torch.manual_seed(0)
     model = load_sam2(config, None, image_size=size)
     if args.hyper_scale != 1.0:
-        with torch.no_grad():
-            for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
-                mlp.layers[-1].weight.mul_(args.hyper_scale)
+        sharpen_masks(model, args.hyper_scale)
     if args.study_params:
         params = ProposalParams(points_per_side=args.points, points_per_batch=args.points_per_batch)
     else:

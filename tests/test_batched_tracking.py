@@ -13,6 +13,7 @@ from vssam2.masklets.sam2_model import TINY_TEST_CONFIG, load_sam2_video_predict
 from vssam2.masklets.sam2_video import SAM2VideoSource
 from vssam2.masklets.video_memory import add_mask_prompt, append_frames, init_state_from_frames, track_frame
 from vssam2.synthetic import SyntheticConfig, generate_video
+from vssam2.masklets.random_weights import keep_objects
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # sam2's "no _C: skip hole filling"
 
@@ -24,10 +25,7 @@ PARAMS = ProposalParams(points_per_side=4, pred_iou_thresh=0.0, stability_score_
 def _objects_always_present(predictor) -> None:
     """Random weights predict "no object" after the keyframe; force the object score positive
     (as tests/test_sam2_sources.py does) so that propagation gives non-trivial masks."""
-    head = predictor.sam_mask_decoder.pred_obj_score_head
-    last = head if isinstance(head, torch.nn.Linear) else head.layers[-1]
-    with torch.no_grad():
-        last.bias.fill_(10.0)
+    keep_objects(predictor, 10.0)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,9 @@ import torch
 
 from vssam2.masklets.fast_proposer import FastMaskDecoder, FastProposer, point_grid
 from vssam2.masklets.proposals import ProposalParams
+from vssam2.masklets.random_weights import sharpen_masks
 from vssam2.masklets.sam2_model import TINY_TEST_CONFIG, backbone_feature_sizes, load_sam2
+from vssam2.masklets.stock_proposer import sam2_generator
 
 H, W = 96, 160
 MATCH_IOU = 0.9
@@ -45,9 +47,7 @@ def _one_thread():
 def model():
     torch.manual_seed(0)
     m = load_sam2(TINY_TEST_CONFIG, None, image_size=128)
-    with torch.no_grad():
-        for mlp in m.sam_mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(30.0)
+    sharpen_masks(m, 30.0)
     return m
 
 
@@ -64,21 +64,8 @@ def image() -> np.ndarray:
 
 
 def reference(model, params: ProposalParams, image: np.ndarray):
-    """sam2's generator, constructed directly from sam2 with the same parameters."""
-    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-
-    gen = SAM2AutomaticMaskGenerator(
-        model,
-        points_per_side=params.points_per_side,
-        points_per_batch=params.points_per_batch,
-        pred_iou_thresh=params.pred_iou_thresh,
-        stability_score_thresh=params.stability_score_thresh,
-        stability_score_offset=params.stability_score_offset,
-        mask_threshold=params.mask_threshold,
-        box_nms_thresh=params.box_nms_thresh,
-        output_mode="binary_mask",
-    )
-    gen.predictor._bb_feat_sizes = backbone_feature_sizes(model)  # non-1024 image size
+    """sam2's own generator with the same parameters."""
+    gen = sam2_generator(model, params)
     anns = gen.generate(image)
     masks = torch.from_numpy(np.stack([a["segmentation"] for a in anns])) if anns else torch.zeros(0, *image.shape[:2], dtype=torch.bool)
     iou = torch.tensor([a["predicted_iou"] for a in anns])

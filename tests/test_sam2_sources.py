@@ -21,6 +21,7 @@ from vssam2.masklets.video_memory import (
     track_frame,
 )
 from vssam2.synthetic import SyntheticConfig, generate_video
+from vssam2.masklets.random_weights import keep_objects
 
 H, W, T = 64, 96, 9
 # Random weights give arbitrary masks and scores around 0.5: keep everything, bound the count.
@@ -30,10 +31,7 @@ PARAMS = ProposalParams(points_per_side=4, pred_iou_thresh=0.0, stability_score_
 def _objects_always_present(predictor) -> None:
     """Random weights predict "no object" on most propagated frames (empty masks); force the
     object-score head positive so propagation gives non-trivial masks and stitching happens."""
-    head = predictor.sam_mask_decoder.pred_obj_score_head
-    last = head if isinstance(head, torch.nn.Linear) else head.layers[-1]
-    with torch.no_grad():
-        last.bias.fill_(10.0)
+    keep_objects(predictor, 10.0)
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,29 @@ def prime_image_predictor(predictor: SAM2ImagePredictor, backbone_out: dict[str,
     predictor._is_image_set = True
 
 
+def sam2_generator(model: SAM2Base, params: ProposalParams) -> SAM2AutomaticMaskGenerator:
+    """sam2's own ``SAM2AutomaticMaskGenerator`` with ``params`` (single crop, binary masks).
+
+    Its image predictor hard-codes the feature sizes of 1024 input; they are reset for the
+    model's image size.
+    """
+    generator = SAM2AutomaticMaskGenerator(
+        model,
+        points_per_side=params.points_per_side,
+        points_per_batch=params.points_per_batch,
+        pred_iou_thresh=params.pred_iou_thresh,
+        stability_score_thresh=params.stability_score_thresh,
+        stability_score_offset=params.stability_score_offset,
+        mask_threshold=params.mask_threshold,
+        box_nms_thresh=params.box_nms_thresh,
+        crop_n_layers=0,
+        min_mask_region_area=params.min_mask_region_area,
+        output_mode="binary_mask",
+    )
+    generator.predictor._bb_feat_sizes = backbone_feature_sizes(model)
+    return generator
+
+
 class StockProposer:
     """Automatic proposals with sam2's ``SAM2AutomaticMaskGenerator`` (the reference).
 
@@ -84,22 +107,7 @@ class StockProposer:
             raise TypeError(f"StockProposer needs a SAM2 model or SAM2ImagePredictor, got {type(model_or_predictor).__name__}")
         self.model = model
         self.params = params if params is not None else ProposalParams()
-        p = self.params
-        self.generator = SAM2AutomaticMaskGenerator(
-            model,
-            points_per_side=p.points_per_side,
-            points_per_batch=p.points_per_batch,
-            pred_iou_thresh=p.pred_iou_thresh,
-            stability_score_thresh=p.stability_score_thresh,
-            stability_score_offset=p.stability_score_offset,
-            mask_threshold=p.mask_threshold,
-            box_nms_thresh=p.box_nms_thresh,
-            crop_n_layers=0,
-            min_mask_region_area=p.min_mask_region_area,
-            output_mode="binary_mask",
-        )
-        # SAM2ImagePredictor hard-codes the feature sizes of 1024 input.
-        self.generator.predictor._bb_feat_sizes = backbone_feature_sizes(model)
+        self.generator = sam2_generator(model, self.params)
 
     @contextmanager
     def _timed_set_image(self, backbone_out: dict[str, Any] | None, orig_hw: tuple[int, int], timings: dict[str, float]) -> Iterator[None]:
