@@ -103,3 +103,18 @@ def test_missing_masklets_is_a_clear_error(synthetic_root: Path, tmp_path: Path)
     args = without_refine_config(args_for(synthetic_root, tmp_path)) + ["--trainer.callbacks+=callbacks.TestTimeRefinement"]
     with pytest.raises(KeyError, match="masklet_cache"):
         cli_main(args=args)
+
+
+def test_ddp_two_processes_equal_one(synthetic_root: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    def run(out: Path, devices: int) -> dict:
+        args = args_for(synthetic_root, out, "--trainer.devices", str(devices),
+                        "--trainer.strategy", "ddp" if devices > 1 else "auto")
+        proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return results_of(out)
+
+    assert run(tmp_path / "one", 1) == run(tmp_path / "two", 2)
