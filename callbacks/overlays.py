@@ -17,7 +17,8 @@ from vssam2.report import overlay_panel
 class SegmentationOverlays(Callback):
     """Keeps a few frames of the first videos seen on rank 0 and shows GT and every prediction.
 
-    Writes ``overlays/<video>_<frame>.png`` (frame | GT | each method, blended) into the run
+    Writes ``overlays/<video>_<frame>.png`` (frame | GT | each method | each refined method |
+    masklets, blended; refined maps and masklets when :class:`TestTimeRefinement` ran) into the run
     directory and, with a WandbLogger, logs ``wandb.Image`` objects carrying W&B segmentation
     masks (ground truth and one mask per method, with class names) that the W&B UI toggles.
 
@@ -54,7 +55,11 @@ class SegmentationOverlays(Callback):
                     "frame": batch["frame_ids"][index],
                     "image": batch["frames"][index].cpu().numpy(),  # (H, W, 3) uint8
                     "gt": batch["gt"][index].cpu().numpy(),  # (H, W) uint8
-                    "preds": {m: p[index].cpu().numpy() for m, p in outputs.items()},
+                    # Refined maps and masklets, when TestTimeRefinement ran before this callback.
+                    "preds": {
+                        m: p[index].cpu().numpy() for m, p in {**outputs, **batch.get("refined", {})}.items()
+                    },
+                    "segments": batch["segments"][index].cpu().numpy() if "segments" in batch else None,
                 }
             )
 
@@ -64,7 +69,7 @@ class SegmentationOverlays(Callback):
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         for s in self._samples:
-            panel = overlay_panel(s["image"], s["gt"], s["preds"])
+            panel = overlay_panel(s["image"], s["gt"], s["preds"], segments=s["segments"])
             Image.fromarray(panel).save(out_dir / f"{s['video']}_{s['frame']}.png")
 
         logger = wandb_logger(trainer)

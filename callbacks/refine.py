@@ -101,6 +101,7 @@ class TestTimeRefinement(Callback):
         t0 = time.perf_counter()
         segments = self._segments(batch)  # (T, H, W) int32
         t1 = time.perf_counter()
+        refined_maps: dict[str, torch.Tensor] = {}
         for method, preds in outputs.items():
             row = self._row(method)
             if row not in self.metrics:
@@ -111,6 +112,10 @@ class TestTimeRefinement(Callback):
             )
             if self.write_dir is not None:
                 self._write(row, batch, refined)
+            refined_maps[row] = refined
+        # Later callbacks (overlays) see the refined maps and the masklets of this chunk.
+        batch["refined"] = refined_maps
+        batch["segments"] = segments
         t2 = time.perf_counter()
         self._seconds["masklets"] += t1 - t0
         self._seconds["refine"] += t2 - t1

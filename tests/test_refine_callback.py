@@ -66,6 +66,11 @@ def test_refinement_rows_and_cost(synthetic_root: Path, tmp_path: Path, capsys):
     assert gain["mBIoU"] == pytest.approx(got["oracle-sim_boundary"]["mBIoU"] - got["sim_boundary"]["mBIoU"])
     assert (run_dir / "per_class_delta.png").stat().st_size > 1000
     assert "| sim_boundary → oracle-sim_boundary | +" in (run_dir / "results.md").read_text()
+    # Overlays: frame, GT, 3 base, 3 refined and the masklets side by side.
+    from PIL import Image
+
+    overlay = Image.open(next((run_dir / "overlays").glob("*.png")))
+    assert overlay.size[0] == 64 * (2 + 3 + 3 + 1)
 
     cli_main(args=without_refine_config(args_for(synthetic_root, tmp_path / "plain")) + ["--run.name", "plain"])
     plain = results_of(tmp_path / "plain", "plain")

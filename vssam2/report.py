@@ -167,19 +167,33 @@ def plot_per_class_delta(
     return path
 
 
+def colorize_segments(segments: np.ndarray) -> np.ndarray:
+    """Colours a segment map: (H, W) ids → (H, W, 3) uint8, a hashed colour per id, 0 black."""
+    ids = segments.astype(np.uint64)
+    hashed = (ids * np.uint64(2654435761)) & np.uint64(0xFFFFFF)  # Knuth's multiplicative hash
+    rgb = np.stack([(hashed >> np.uint64(s)) & np.uint64(0xFF) for s in (16, 8, 0)], axis=-1).astype(np.uint8)
+    rgb[segments == 0] = 0
+    return rgb
+
+
 def overlay_panel(
-    frame: np.ndarray, gt: np.ndarray, preds: Mapping[str, np.ndarray], alpha: float = 0.55
+    frame: np.ndarray,
+    gt: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    alpha: float = 0.55,
+    segments: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Side-by-side picture: the frame, GT, then each prediction blended over the frame, titled.
+    """Side-by-side picture: the frame, GT, each prediction, then the masklets, titled.
 
     Args:
         frame: (H, W, 3) uint8 RGB.
         gt: (H, W) eval ids (255 ignore, drawn black).
-        preds: method → (H, W) eval ids.
+        preds: name → (H, W) eval ids (base and refined predictions).
         alpha: weight of the label colours.
+        segments: (H, W) masklet ids, drawn last with a colour per masklet.
 
     Returns:
-        (H, W · (2 + len(preds)), 3) uint8.
+        (H, W · (2 + len(preds) [+ 1]), 3) uint8.
     """
     from PIL import Image, ImageDraw
 
@@ -187,9 +201,13 @@ def overlay_panel(
     panels = [image]
     for labels in [gt, *preds.values()]:
         panels.append((1 - alpha) * image + alpha * colorize(labels).astype(np.float32))
+    titles = ["frame", "GT", *preds]
+    if segments is not None:
+        panels.append((1 - alpha) * image + alpha * colorize_segments(segments).astype(np.float32))
+        titles.append("masklets")
     picture = Image.fromarray(np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
-    for k, title in enumerate(["frame", "GT", *preds]):
+    for k, title in enumerate(titles):
         x = k * frame.shape[1] + 3
         draw.rectangle((x - 2, 1, x + 6 * len(title) + 2, 12), fill=(0, 0, 0))
         draw.text((x, 1), title, fill=(255, 255, 255))
