@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(PY) -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml
 	$(PY) -m vssam2.masklets --config configs/masklets/sam2_tiny_synthetic.yaml
 	$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/refine_synthetic.yaml
+	$(PY) -m vssam2.ablation --config configs/ablation/sources_synthetic.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
