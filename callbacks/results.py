@@ -76,9 +76,14 @@ class ResultsWriter(Callback):
 
             columns = ["method", *METRIC_NAMES]
             rows = [[m, *(float(v[k]) * 100 for k in METRIC_NAMES)] for m, v in results.items()]
-            logger.experiment.log(
-                {
-                    f"{stage}/results": wandb.Table(columns=columns, data=rows),
-                    f"{stage}/per_class_iou": wandb.Image(str(paths["plot"])),
-                }
-            )
+            media = {
+                f"{stage}/results": wandb.Table(columns=columns, data=rows),
+                f"{stage}/per_class_iou": wandb.Image(str(paths["plot"])),
+            }
+            if "delta_plot" in paths:
+                media[f"{stage}/per_class_delta"] = wandb.Image(str(paths["delta_plot"]))
+                media[f"{stage}/refinement_gains"] = wandb.Table(
+                    columns=["base", "refined", *(f"Δ{k}" for k in METRIC_NAMES)],
+                    data=[[b, r, *((float(results[r][k]) - float(results[b][k])) * 100 for k in METRIC_NAMES)] for b, r in pairs],
+                )
+            logger.experiment.log(media)

@@ -123,3 +123,14 @@ def test_ddp_two_processes_equal_one(synthetic_root: Path, tmp_path: Path):
         return results_of(out)
 
     assert run(tmp_path / "one", 1) == run(tmp_path / "two", 2)
+
+
+def test_wandb_offline_run_has_refinement_media(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = args_for(synthetic_root, tmp_path, "--data.max_videos", "1")
+    args[args.index("--run.wandb") + 1] = "offline"
+    cli_main(args=args)
+    media = next((tmp_path / "synthetic_refine" / "wandb").glob("offline-run-*")) / "files" / "media"
+    tables = [p.name for p in (media / "table").rglob("*.table.json")]
+    assert any("refinement_gains" in name for name in tables) and any("results" in name for name in tables)
+    assert any("per_class_delta" in p.name for p in (media / "images").rglob("*.png"))
