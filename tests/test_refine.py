@@ -90,6 +90,14 @@ def test_sparse_huge_ids_are_compacted(monkeypatch):
     assert votes.ids.tolist() == sorted(set(np.unique(seg).tolist()) - {0})
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_base_dtypes(dtype):
+    seg = t(np.array([[1, 1, 2, 0]]))
+    base = torch.tensor([[3, 3, 1, 2]], dtype=dtype)
+    refined = majority_vote(seg.to(dtype if dtype != torch.uint8 else torch.int32), base, num_classes=4)
+    assert refined.dtype == dtype and refined.tolist() == [[3, 3, 1, 2]]
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="shapes differ"):
         majority_vote(t(np.zeros((2, 2), int)), t(np.zeros((2, 3), np.uint8)))

@@ -2,7 +2,9 @@
 
 Each masklet m_i takes the class c_i that the base prediction S assigns to most of its pixels
 (Eq. 2); pixels in a masklet get c_i, all others keep S (Eq. 1). Votes are counted over all
-the frames passed in (a chunk, or a whole window), with one histogram for all masklets.
+the frames passed in (a chunk, or a whole window), with one histogram for all masklets: each
+pixel's (masklet, base id) pair is one code that indexes both the vote histogram and a
+(masklet, base id) → refined id table, so the refined map is a single gather.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import check_label_range
 
 
-# Above this many (id, class) histogram bins, sparse ids are compacted before voting.
+# Above this many (id, base id) histogram bins, sparse ids are compacted before voting.
 MAX_DIRECT_BINS: int = 1 << 25
 
 
@@ -81,19 +83,23 @@ def majority_vote(
         raise ValueError("segment ids must be >= 0 (0 = no masklet)")
     check_label_range(base, num_classes, "base prediction", ignore_index)
 
+    if not (num_classes <= ignore_index <= 255):
+        raise ValueError(f"need num_classes <= ignore_index <= 255 (ids travel as bytes), got {num_classes}, {ignore_index}")
     on_cpu = segments.device.type == "cpu"
     # Per-pixel passes go through numpy on CPU: torch's CPU kernels for int gathers and
     # widening arithmetic are 2× slower here. torch.bincount is the faster histogram on both.
     seg = segments.reshape(-1)
     seg = seg.numpy().astype(np.int32, copy=False) if on_cpu else seg.to(torch.int32)
     flat_base = base.reshape(-1)
-    flat_base = flat_base.numpy() if on_cpu else flat_base
+    if on_cpu:  # uint8 ORs into the int32 code as is; wider ids are narrowed (all are < 256)
+        flat_base = flat_base.numpy()
+        flat_base = flat_base if flat_base.dtype == np.uint8 else flat_base.astype(np.int32)
+    else:
+        flat_base = flat_base.to(torch.int32)
     max_id = int(seg.max()) if (seg.size if on_cpu else seg.numel()) else 0
-    cls_lut = np.arange(max(256, num_classes + 1, ignore_index + 1), dtype=np.int32)
-    cls_lut[ignore_index] = num_classes  # column C of the votes: "does not vote"
 
     # Ids are used as histogram rows directly; sparse huge ids are compacted first.
-    if (max_id + 1) * (num_classes + 1) > MAX_DIRECT_BINS:
+    if (max_id + 1) * 256 > MAX_DIRECT_BINS:
         present = torch.bincount(_as_torch(seg)) > 0
         present[0] = True
         row_ids = torch.nonzero(present).squeeze(1)  # (K + 1,) incl. 0 first
@@ -104,30 +110,28 @@ def majority_vote(
         row_ids = torch.arange(max_id + 1)
         rows = seg
     num = row_ids.shape[0]
-    if on_cpu:
-        code = rows * (num_classes + 1) + cls_lut[flat_base]
-    else:
-        code = rows * (num_classes + 1) + torch.from_numpy(cls_lut).to(seg.device)[flat_base.long()]
-    votes = torch.bincount(_as_torch(code), minlength=num * (num_classes + 1)).cpu()
-    votes = votes.reshape(num, num_classes + 1)  # (rows, C + 1)
+    # One code per pixel: (masklet row, base id) as row·256 + id. It indexes both the vote
+    # histogram and, below, the table that maps it to the refined id.
+    code = rows << 8
+    code |= flat_base  # in place: one (N,) int32 temporary in all
+    votes = torch.bincount(_as_torch(code).reshape(-1), minlength=num * 256).cpu().reshape(num, 256)
 
     area = votes.sum(dim=1)
-    class_votes = votes[:, :num_classes]
+    class_votes = votes[:, :num_classes]  # the ignore column does not vote
     voting = class_votes.sum(dim=1)
     best, winner = class_votes.max(dim=1)  # first maximum: ties → lowest class id
     share = best.double() / voting.clamp(min=1).double()
     applied = (voting > 0) & (area >= min_area) & (share >= min_share)
     applied[0] = False  # "no masklet" never overwrites
-    keep_base = num_classes + 256  # a value no class or ignore id takes
-    painted = torch.where(applied, winner, torch.full_like(winner, keep_base)).to(torch.int16)  # (rows,)
 
+    # Refined id of every (row, base id) pair: the winner in applied masklets, else the base id.
+    table = torch.arange(256, dtype=torch.uint8).repeat(num, 1)  # (rows, 256)
+    table[applied] = winner[applied].to(torch.uint8).unsqueeze(1)
     if on_cpu:
-        per_pixel = painted.numpy()[rows]
-        refined = torch.from_numpy(np.where(per_pixel != keep_base, per_pixel, flat_base).astype(base.numpy().dtype))
+        refined = torch.from_numpy(table.numpy().reshape(-1)[code])
     else:
-        per_pixel = painted.to(seg.device)[rows.long()]
-        refined = torch.where(per_pixel != keep_base, per_pixel, flat_base.to(torch.int16)).to(base.dtype)
-    refined = refined.reshape(base.shape)
+        refined = table.to(seg.device).reshape(-1)[code.long()]
+    refined = refined.to(base.dtype).reshape(base.shape)
     present_rows = area > 0
     present_rows[0] = False
     ids = row_ids[present_rows]
