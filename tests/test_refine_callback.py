@@ -134,3 +134,14 @@ def test_wandb_offline_run_has_refinement_media(synthetic_root: Path, tmp_path: 
     tables = [p.name for p in (media / "table").rglob("*.table.json")]
     assert any("refinement_gains" in name for name in tables) and any("results" in name for name in tables)
     assert any("per_class_delta" in p.name for p in (media / "images").rglob("*.png"))
+
+
+def test_multi_model_run_equals_separate_runs(synthetic_root: Path, tmp_path: Path):
+    cli_main(args=args_for(synthetic_root, tmp_path / "all"))
+    together = results_of(tmp_path / "all")
+    for m in ("sim_boundary", "sim_flicker"):
+        args = args_for(synthetic_root, tmp_path / m)
+        args[args.index("--data.pred_roots") + 1] = json.dumps({m: str(synthetic_root / "predictions" / "vspw" / m)})
+        cli_main(args=args)
+        alone = results_of(tmp_path / m)
+        assert alone == {m: together[m], f"oracle-{m}": together[f"oracle-{m}"]}
