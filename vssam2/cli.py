@@ -84,7 +84,7 @@ def cli_main(
     """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     kwargs.setdefault("trainer_defaults", {"callbacks": [ResultsWriter(), SegmentationOverlays()]})
-    return VSSCLI(
+    cli = VSSCLI(
         model_class,
         datamodule_class,
         subclass_mode_model=True,
@@ -93,3 +93,10 @@ def cli_main(
         save_config_kwargs={"overwrite": True},
         **kwargs,
     )
+    # Close the W&B run: Lightning leaves it open, and a later run in the same process (a
+    # notebook, a sweep, the tests) would otherwise keep logging into it.
+    if any(isinstance(lg, WandbLogger) for lg in getattr(cli.trainer, "loggers", [])):
+        import wandb
+
+        wandb.finish()
+    return cli
