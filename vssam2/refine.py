@@ -45,35 +45,15 @@ class VoteResult:
     applied: torch.Tensor
 
 
-def majority_vote(
-    segments: torch.Tensor,
-    base: torch.Tensor,
-    num_classes: int = NUM_CLASSES,
-    ignore_index: int = IGNORE_INDEX,
-    min_area: int = 0,
-    min_share: float = 0.0,
-    return_votes: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, VoteResult]:
-    """Refines a base prediction with masklets by majority vote (Eq. 1–2).
-
-    Args:
-        segments: (..., H, W) int segment map, 0 = no masklet; the same id in several frames
-            is one masklet and votes over all of them.
-        base: (..., H, W) base prediction, ids 0…C−1 or ``ignore_index`` ("no prediction").
-        num_classes: C.
-        ignore_index: base pixels with this value do not vote (and stay as they are outside
-            masklets).
-        min_area: masklets with fewer pixels keep the base prediction.
-        min_share: a masklet whose winning class has a smaller share of its voting pixels
-            keeps the base prediction (0 = always apply, as in the paper).
-        return_votes: also return the per-masklet :class:`VoteResult`.
+def _vote_histogram(
+    segments: torch.Tensor, base: torch.Tensor, num_classes: int, ignore_index: int
+) -> tuple[np.ndarray | torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Histogram of base ids per masklet, and each pixel's (masklet row, base id) code.
 
     Returns:
-        (..., H, W) refined prediction with the dtype of ``base``; with ``return_votes``, a
-        tuple (refined, votes).
-
-    Ties go to the lowest class id (deterministic). A masklet none of whose pixels has a
-    base prediction keeps the base (255) there.
+        code: (N,) int32 per-pixel code row·256 + base id (numpy on CPU, torch elsewhere).
+        row_ids: (rows,) masklet id of each histogram row (row 0 = id 0, "no masklet").
+        votes: (rows, 256) int64 pixel counts per (row, base id), on the CPU.
     """
     if segments.shape != base.shape:
         raise ValueError(f"segments and base shapes differ: {tuple(segments.shape)} vs {tuple(base.shape)}")
@@ -116,6 +96,42 @@ def majority_vote(
     code |= flat_base  # in place: one (N,) int32 temporary in all
     votes = torch.bincount(_as_torch(code).reshape(-1), minlength=num * 256).cpu().reshape(num, 256)
 
+    return code, row_ids, votes
+
+
+def majority_vote(
+    segments: torch.Tensor,
+    base: torch.Tensor,
+    num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
+    min_area: int = 0,
+    min_share: float = 0.0,
+    return_votes: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, VoteResult]:
+    """Refines a base prediction with masklets by majority vote (Eq. 1–2).
+
+    Args:
+        segments: (..., H, W) int segment map, 0 = no masklet; the same id in several frames
+            is one masklet and votes over all of them.
+        base: (..., H, W) base prediction, ids 0…C−1 or ``ignore_index`` ("no prediction").
+        num_classes: C.
+        ignore_index: base pixels with this value do not vote (and stay as they are outside
+            masklets).
+        min_area: masklets with fewer pixels keep the base prediction.
+        min_share: a masklet whose winning class has a smaller share of its voting pixels
+            keeps the base prediction (0 = always apply, as in the paper).
+        return_votes: also return the per-masklet :class:`VoteResult`.
+
+    Returns:
+        (..., H, W) refined prediction with the dtype of ``base``; with ``return_votes``, a
+        tuple (refined, votes).
+
+    Ties go to the lowest class id (deterministic). A masklet none of whose pixels has a
+    base prediction keeps the base (255) there.
+    """
+    on_cpu = segments.device.type == "cpu"
+    code, row_ids, votes = _vote_histogram(segments, base, num_classes, ignore_index)
+    num = row_ids.shape[0]
     area = votes.sum(dim=1)
     class_votes = votes[:, :num_classes]  # the ignore column does not vote
     voting = class_votes.sum(dim=1)
@@ -130,7 +146,7 @@ def majority_vote(
     if on_cpu:
         refined = torch.from_numpy(table.numpy().reshape(-1)[code])
     else:
-        refined = table.to(seg.device).reshape(-1)[code.long()]
+        refined = table.to(segments.device).reshape(-1)[code.long()]
     refined = refined.to(base.dtype).reshape(base.shape)
     present_rows = area > 0
     present_rows[0] = False
@@ -145,3 +161,43 @@ def majority_vote(
         applied=applied[present_rows],
     )
     return refined, result
+
+
+def class_histogram(
+    segments: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel counts of each label inside each masklet (the votes of Eq. 2, with any labels).
+
+    Args:
+        segments: (..., H, W) int segment map, 0 = no masklet.
+        labels: (..., H, W) ids 0…C−1 or ``ignore_index`` (a prediction, or the GT).
+        num_classes: C.
+        ignore_index: the ignore id, counted in its own column.
+
+    Returns:
+        ids: (K,) int64 masklet ids present (> 0), increasing.
+        hist: (K, 256) int64 pixel counts per label id (column ``ignore_index`` counts ignore).
+    """
+    _, row_ids, votes = _vote_histogram(segments, labels, num_classes, ignore_index)
+    present = votes.sum(dim=1) > 0
+    present[0] = False
+    return row_ids[present], votes[present]
+
+
+def masklet_targets(hist: torch.Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Training target of each masklet: its majority GT class (ties → lowest id).
+
+    Args:
+        hist: (K, ≥C) GT pixel counts per masklet (:func:`class_histogram` of the GT).
+        num_classes: C; columns from C on (ignore) do not vote.
+        ignore_index: target of masklets with no valid GT pixel (skipped in training).
+
+    Returns:
+        (K,) int64 target class, ``ignore_index`` for ignore-only masklets.
+    """
+    valid = hist[:, :num_classes]
+    best, winner = valid.max(dim=1)
+    return torch.where(best > 0, winner, torch.full_like(winner, ignore_index))
