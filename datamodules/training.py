@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import albumentations as A
 import cv2
@@ -17,6 +17,9 @@ from .errors import DataError
 from .index import VideoEntry
 from .layout import VSPW_LAYOUT, DatasetLayout
 from .reading import load_frames_range
+
+if TYPE_CHECKING:
+    from vssam2.masklets.cache import MaskletCache
 
 # A clip transform takes albumentations' batch targets and returns them transformed:
 # transform(images=(T, H, W, 3) uint8, masks=(T, H, W) uint8) -> {"images": ..., "masks": ...}.
@@ -68,6 +71,8 @@ class TrainClipDataset(Dataset):
         clips_per_epoch: items per epoch (default: one per video).
         transform: clip transform (see ``ClipTransform``); None = no augmentation.
         num_classes: number of classes.
+        masklet_cache: cached segment maps; items then carry ``"segments"`` (T, H, W) int32,
+            transformed with the same geometry as frames and GT.
 
     Raises:
         DataError: if no video has ``clip_len`` frames (shorter ones are left out with a warning).
@@ -81,6 +86,7 @@ class TrainClipDataset(Dataset):
         clips_per_epoch: int | None = None,
         transform: ClipTransform | None = None,
         num_classes: int = 124,
+        masklet_cache: MaskletCache | None = None,
     ) -> None:
         super().__init__()
         if clip_len < 1:
@@ -102,6 +108,9 @@ class TrainClipDataset(Dataset):
             raise ValueError(f"train_clips_per_epoch must be >= 1, got {self.clips_per_epoch}")
         self.transform = transform
         self.num_classes = num_classes
+        self.masklet_cache = masklet_cache
+        if masklet_cache is not None:
+            masklet_cache.check_videos([video.name for video in self.videos])
 
     def __len__(self) -> int:
         return self.clips_per_epoch
@@ -114,30 +123,51 @@ class TrainClipDataset(Dataset):
         data = load_frames_range(
             video, start, start + self.clip_len, self.layout, self.num_classes, load_frames=True, load_preds=False
         )
+        frame_ids = list(video.frame_ids[start : start + self.clip_len])
         frames = data["frames"].numpy()  # (T, H, W, 3) uint8
         gt = data["gt"].numpy()  # (T, H, W) uint8
+        segments = None
+        if self.masklet_cache is not None:
+            segments = self.masklet_cache.read_segments(video.name, frame_ids, tuple(gt.shape[1:])).numpy()
         if self.transform is not None:
             _reseed(self.transform, int(torch.randint(2**31 - 1, ()).item()))
-            out = self.transform(images=frames, masks=gt)
+            masks = gt
+            if segments is not None:
+                # Segments travel inside the mask as id·256 + GT (exact in float32 for 16-bit ids),
+                # so every geometric transform moves both alike, and a mask padded with 255 reads
+                # back as "no masklet" + ignore.
+                masks = segments.astype(np.float32) * 256 + gt
+            out = self.transform(images=frames, masks=masks)
             # Flips can return negative-stride views, which torch.from_numpy rejects.
             frames = np.ascontiguousarray(out["images"], dtype=np.uint8)
-            gt = np.ascontiguousarray(np.stack(out["masks"]) if isinstance(out["masks"], list) else out["masks"])
-            gt = gt.astype(np.uint8, copy=False)
-        return {
+            masks = np.ascontiguousarray(np.stack(out["masks"]) if isinstance(out["masks"], list) else out["masks"])
+            if segments is not None:
+                code = masks.astype(np.int64)
+                segments, gt = (code >> 8).astype(np.int32), (code & 255).astype(np.uint8)
+            else:
+                gt = masks.astype(np.uint8, copy=False)
+        item = {
             "video": video.name,
             "start": start,
-            "frame_ids": list(video.frame_ids[start : start + self.clip_len]),
+            "frame_ids": frame_ids,
             "frames": torch.from_numpy(frames),  # (T, H, W, 3) uint8
             "gt": torch.from_numpy(gt),  # (T, H, W) uint8
         }
+        if segments is not None:
+            item["segments"] = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.int32))  # (T, H, W) int32
+        return item
 
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stacks training clips: frames (B, T, H, W, 3) uint8, gt (B, T, H, W) uint8, start (B,) int64."""
-    return {
+    """Stacks training clips: frames (B, T, H, W, 3) uint8, gt (B, T, H, W) uint8, start (B,) int64
+    (+ segments (B, T, H, W) int32 with a masklet cache)."""
+    batch = {
         "frames": torch.stack([item["frames"] for item in items]),
         "gt": torch.stack([item["gt"] for item in items]),
         "video": [item["video"] for item in items],
         "start": torch.tensor([item["start"] for item in items], dtype=torch.int64),
         "frame_ids": [item["frame_ids"] for item in items],
     }
+    if "segments" in items[0]:
+        batch["segments"] = torch.stack([item["segments"] for item in items])
+    return batch

@@ -86,7 +86,14 @@ class VSPWDataModule(LightningDataModule):
             ``"segments"``. The folder's ``config.json`` must hash to the key its name ends
             with and name this module's layout; every video streamed must be complete in it
             (checked when the stream is built) and every map must have the frame's size, else
-            :class:`DataError` naming the folder or file.
+            :class:`DataError` naming the folder or file. Training clips then carry their
+            segment maps too (for online masklet classifiers).
+        feature_cache: a masklet feature cache folder ``<feature_root>/<encoder>-<key>``
+            written by ``python -m vssam2.features``. Training then serves shuffled batches of
+            cached masklet vectors (``{"vectors", "target", "area"}``) and validation one item
+            per video of ``val_split`` (vectors + GT histograms); testing still streams clips.
+            Every video of both splits must be in the cache (else :class:`DataError`).
+        feature_batch_size: masklet vectors per training batch from the feature cache.
     """
 
     layout: ClassVar[DatasetLayout] = VSPW_LAYOUT
@@ -112,6 +119,8 @@ class VSPWDataModule(LightningDataModule):
         train_transform: Callable[..., dict[str, Any]] | None = None,
         prevalidate: bool = False,
         masklet_cache: str | None = None,
+        feature_cache: str | None = None,
+        feature_batch_size: int = 256,
     ) -> None:
         super().__init__()
         for name, value, minimum in [
@@ -120,6 +129,7 @@ class VSPWDataModule(LightningDataModule):
             ("batch_size", batch_size, 1),
             ("num_workers", num_workers, 0),
             ("num_classes", num_classes, 1),
+            ("feature_batch_size", feature_batch_size, 1),
         ]:
             if value < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {value}")
@@ -158,6 +168,12 @@ class VSPWDataModule(LightningDataModule):
         )
         self.prevalidate = prevalidate
         self.masklet_cache = self._open_masklet_cache(masklet_cache) if masklet_cache is not None else None
+        self.feature_cache = None
+        if feature_cache is not None:
+            from vssam2.features import open_feature_cache  # vssam2.features imports datamodules
+
+            self.feature_cache = open_feature_cache(feature_cache)
+        self.feature_batch_size = feature_batch_size
         names = list(vspw_classes().names)
         self.class_names: list[str] = (names + [f"class_{i}" for i in range(len(names), num_classes)])[:num_classes]
         # (split, with predictions) → index; the train split is indexed without predictions.
@@ -302,10 +318,24 @@ class VSPWDataModule(LightningDataModule):
             clips_per_epoch=self.train_clips_per_epoch,
             transform=self.train_transform,
             num_classes=self.num_classes,
+            masklet_cache=self.masklet_cache,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of random clips (Lightning adds a DistributedSampler under DDP)."""
+        """Shuffled batches of random clips, or of cached masklet vectors with ``feature_cache``.
+
+        Lightning adds a DistributedSampler under DDP.
+        """
+        if self.feature_cache is not None:
+            from vssam2.features import CachedMaskletVectors, first_item
+
+            videos = [video.name for video in self.index(self.train_split, with_preds=False).videos]
+            return DataLoader(
+                CachedMaskletVectors(self.feature_cache, self.train_split, videos),
+                batch_size=self.feature_batch_size,
+                shuffle=True,
+                collate_fn=first_item,
+            )
         return DataLoader(
             self.train_dataset(),
             batch_size=self.batch_size,
@@ -317,7 +347,14 @@ class VSPWDataModule(LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """Streams ``val_split``."""
+        """Streams ``val_split`` (with ``feature_cache``: one cached item per video of this rank)."""
+        if self.feature_cache is not None:
+            from vssam2.features import CachedVideoMasklets
+
+            rank, world_size = self._rank_and_world()
+            videos = [(video.name, video.num_frames) for video in self.index(self.val_split, with_preds=False).videos]
+            dataset = CachedVideoMasklets(self.feature_cache, self.val_split, videos, rank, world_size)
+            return DataLoader(dataset, batch_size=None)
         return self.eval_dataloader(self.val_split)
 
     def test_dataloader(self) -> DataLoader:

@@ -24,6 +24,7 @@ recomputed from scratch on the next run (its folder is cleared first).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -416,11 +417,36 @@ class VideoWriter:
         self.cache._complete.add(self.video)
 
 
+def resolve_cache_dir(directory: str | Path, what: str) -> Path:
+    """A cache folder given by path or by a glob pattern matching exactly one folder.
+
+    Cache folder names end with a configuration hash, which configs cannot know in advance:
+    ``cache/masklets/superpixel-*`` names "the superpixel cache" as long as there is one.
+
+    Raises:
+        DataError: when a pattern matches no folder, or several (listing them).
+    """
+    text = str(directory)
+    if not glob.has_magic(text):
+        return Path(directory)
+    matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_dir())
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise DataError(f"{what} {text}: no folder matches this pattern (compute the cache first)", Path(text))
+    listed = "\n  ".join(str(m) for m in matches)
+    raise DataError(
+        f"{what} {text}: {len(matches)} folders match (one per configuration); name one of them:\n  {listed}",
+        Path(text),
+    )
+
+
 def open_cache(directory: str | Path, key: str | None = None) -> MaskletCache:
     """Opens a cache folder for reading, checking its ``config.json``.
 
     Args:
-        directory: ``<cache_root>/<source>-<key>``.
+        directory: ``<cache_root>/<source>-<key>``, or a glob pattern matching one folder
+            (e.g. ``<cache_root>/superpixel-*``).
         key: the key expected (from :func:`cache_key` of the current configuration). None:
             the key the folder name ends with.
 
@@ -428,7 +454,7 @@ def open_cache(directory: str | Path, key: str | None = None) -> MaskletCache:
         DataError: naming the folder when ``config.json`` is missing or corrupt, or when its
             configuration hashes to another key than the expected one (a stale cache).
     """
-    directory = Path(directory)
+    directory = resolve_cache_dir(directory, "masklet cache")
     config_path = directory / CONFIG_FILE
     if not directory.is_dir():
         raise DataError(f"masklet cache {directory} does not exist", directory)

@@ -136,6 +136,34 @@ def confusion_matrix(
     return counts.reshape(num_classes, num_classes + 1)
 
 
+def confusion_from_histograms(
+    preds: torch.Tensor, hist: torch.Tensor, uncovered: torch.Tensor | None, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Confusion matrix of a masklet painting, from per-masklet GT histograms (no pixel maps).
+
+    Painting masklet m with class p_m puts all its GT pixels of class c into cell (c, p_m), so
+    the matrix equals :func:`confusion_matrix` of the painted map without rendering it.
+
+    Args:
+        preds: (K,) class painted on each masklet, 0…C−1 or ``ignore_index``.
+        hist: (K, ≥C) GT pixel counts per masklet (columns from C on are ignored GT).
+        uncovered: (≥C,) GT pixel counts outside every masklet ("no prediction"), or None.
+        num_classes: C.
+        ignore_index: the "no prediction" id.
+
+    Returns:
+        (C, C + 1) int64, as :func:`confusion_matrix`.
+    """
+    hist = hist[:, :num_classes].long()
+    col = torch.where(preds == ignore_index, torch.full_like(preds, num_classes), preds).long()  # (K,)
+    confmat = torch.zeros(num_classes + 1, num_classes, dtype=torch.int64, device=hist.device)
+    confmat.index_add_(0, col.to(hist.device), hist)  # rows: predicted column; cols: GT class
+    confmat = confmat.t().contiguous()  # (C, C + 1)
+    if uncovered is not None:
+        confmat[:, num_classes] += uncovered[:num_classes].long().to(confmat.device)
+    return confmat
+
+
 def iou_from_confusion(confmat: torch.Tensor) -> torch.Tensor:
     """Per-class IoU = TP / (TP + FP + FN) from a (C, C + 1) confusion matrix.
 

@@ -44,6 +44,12 @@ class SemanticIoU(Metric):
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index, validate)
         self.confmat += confusion_matrix(preds, target, self.num_classes, self.ignore_index).to(self.confmat.device)
 
+    def update_confusion(self, confmat: torch.Tensor) -> None:
+        """Adds a (C, C + 1) confusion matrix computed elsewhere (e.g. :func:`confusion_from_histograms`)."""
+        if tuple(confmat.shape) != tuple(self.confmat.shape):
+            raise ValueError(f"confusion matrix must be {tuple(self.confmat.shape)}, got {tuple(confmat.shape)}")
+        self.confmat += confmat.to(self.confmat)
+
     def compute(self) -> dict[str, torch.Tensor]:
         """Returns ``{"mIoU", "FWIoU", "per_class_iou" (C,) with NaN for absent classes}``."""
         return {
