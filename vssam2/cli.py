@@ -100,3 +100,50 @@ def cli_main(
 
         wandb.finish()
     return cli
+
+
+def train_main(
+    model_class: type[LightningModule] | None = None,
+    datamodule_class: type[LightningDataModule] | None = None,
+    args: list[str] | None = None,
+) -> VSSCLI:
+    """``train.py``: fit, then test the best checkpoint (``--test false`` to skip testing).
+
+    Takes the options of ``evaluate.py`` plus ``--ckpt_path`` (resume a fit: epoch, step,
+    optimizer and scheduler continue from the checkpoint) and ``--test``.
+
+    Args:
+        model_class: base class of the model.
+        datamodule_class: base class of the datamodule.
+        args: command-line arguments (``sys.argv`` by default).
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+    class TrainCLI(VSSCLI):
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            super().add_arguments_to_parser(parser)
+            parser.add_argument("--ckpt_path", type=str | None, default=None, help="Checkpoint to resume fitting from")
+            parser.add_argument("--test", type=bool, default=True, help="Test the best checkpoint after fitting")
+
+    cli = TrainCLI(
+        model_class,
+        datamodule_class,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=False,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [ResultsWriter(), SegmentationOverlays()]},
+    )
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+        if cli.config.get("test", True):
+            callback = cli.trainer.checkpoint_callback
+            best = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
+            cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+    finally:
+        if any(isinstance(lg, WandbLogger) for lg in getattr(cli.trainer, "loggers", [])):
+            import wandb
+
+            wandb.finish()
+    return cli

@@ -39,16 +39,27 @@ class SemanticIoU(Metric):
             "confmat", default=torch.zeros(num_classes, num_classes + 1, dtype=torch.int64), dist_reduce_fx="sum"
         )
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor, validate: bool = True) -> None:
-        """Adds (N, H, W) or (H, W) prediction / ground-truth id maps (``validate=False``: already checked)."""
+    def update(
+        self,
+        preds: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        validate: bool = True,
+        confmat: torch.Tensor | None = None,
+    ) -> None:
+        """Adds (N, H, W) or (H, W) prediction / ground-truth id maps (``validate=False``: already
+        checked), or a (C, C + 1) confusion matrix computed elsewhere (``confmat``, e.g. by
+        :func:`~vssam2.metrics.functional.confusion_from_histograms`)."""
+        if confmat is not None:
+            if preds is not None or target is not None:
+                raise ValueError("give either preds and target, or confmat")
+            if tuple(confmat.shape) != tuple(self.confmat.shape):
+                raise ValueError(f"confusion matrix must be {tuple(self.confmat.shape)}, got {tuple(confmat.shape)}")
+            self.confmat += confmat.to(self.confmat)
+            return
+        if preds is None or target is None:
+            raise ValueError("SemanticIoU.update needs preds and target (or confmat)")
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index, validate)
         self.confmat += confusion_matrix(preds, target, self.num_classes, self.ignore_index).to(self.confmat.device)
-
-    def update_confusion(self, confmat: torch.Tensor) -> None:
-        """Adds a (C, C + 1) confusion matrix computed elsewhere (e.g. :func:`confusion_from_histograms`)."""
-        if tuple(confmat.shape) != tuple(self.confmat.shape):
-            raise ValueError(f"confusion matrix must be {tuple(self.confmat.shape)}, got {tuple(confmat.shape)}")
-        self.confmat += confmat.to(self.confmat)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Returns ``{"mIoU", "FWIoU", "per_class_iou" (C,) with NaN for absent classes}``."""
