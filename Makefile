@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # configs/evaluate/synthetic*.yaml and configs/masklets/*_synthetic.yaml read demo_run/data;
-# masklets are cached under demo_run/cache/masklets (a second run reuses them).
+# masklets are cached under demo_run/cache/masklets (a second run reuses them); the demo ends
+# with an I-SAM2 classifier trained from the feature cache (demo_run/cache/features).
 demo: $(STAMP)
 	$(PY) -m vssam2.synthetic --root demo_run/data --seed 0
 	$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml
@@ -31,6 +32,9 @@ demo: $(STAMP)
 	$(PY) -m vssam2.masklets --config configs/masklets/sam2_tiny_synthetic.yaml
 	$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/refine_synthetic.yaml
 	$(PY) -m vssam2.ablation --config configs/ablation/sources_synthetic.yaml
+	$(PY) -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml --split train
+	$(PY) -m vssam2.features --config configs/features/isam2_tiny_synthetic.yaml
+	$(PY) train.py --config configs/train/isam2_tiny_synthetic.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
