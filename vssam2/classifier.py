@@ -243,6 +243,29 @@ class MaskletClassifier(PredictionReplay):
         if name in self.results:  # the same monitor key in both validation modes
             self.log("val/mIoU", self.results[name]["mIoU"].float() * 100, prog_bar=True)
 
+    def on_test_epoch_end(self) -> None:
+        """Scores the test epoch, then plots the classifier's confusion matrix (PNG + W&B image)."""
+        iou = self.metrics[0].iou  # the classifier's own row
+        with iou.sync_context():  # all ranks' pixels (a no-op on one process)
+            self.confusion = iou.confmat.detach().cpu().clone()  # (C, C + 1) int64
+        super().on_test_epoch_end()
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        from callbacks.run_dir import run_directory
+        from vssam2.report import plot_confusion
+
+        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None) or [
+            str(c) for c in range(self.hparams.num_classes)
+        ]
+        out = run_directory(self.trainer)
+        out.mkdir(parents=True, exist_ok=True)
+        path = plot_confusion(self.confusion.numpy(), names, out / "confusion.png", f"{self.hparams.name}: confusion (test)")
+        for logger in self.trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                logger.experiment.log({"test/confusion": wandb.Image(str(path))})
+
     # ---------------------------------------------------------------- optimisation
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -108,6 +108,43 @@ def plot_per_class_iou(
     return path
 
 
+def plot_confusion(confmat: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = "Confusion") -> Path:
+    """Row-normalised confusion matrix (GT rows, predicted columns + "none") of the classes
+    with GT pixels, as a PNG heat map.
+
+    Args:
+        confmat: (C, C + 1) pixel counts, the last column "no prediction".
+        class_names: C class names.
+        path: output PNG.
+        title: plot title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confmat = np.asarray(confmat, dtype=np.float64)
+    num_classes = confmat.shape[0]
+    rows = np.flatnonzero(confmat.sum(axis=1) > 0)
+    cols = np.concatenate([rows, [num_classes]])
+    share = confmat[np.ix_(rows, cols)] / confmat[rows].sum(axis=1, keepdims=True)
+    size = 2.0 + 0.28 * len(cols)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(share, cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels([class_names[c] for c in rows] + ["none"], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([class_names[c] for c in rows], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def delta_table(
     results: Mapping[str, Mapping[str, Any]],
     pairs: Sequence[tuple[str, str]],
