@@ -180,3 +180,29 @@ def test_ddp_fit_two_processes(synthetic_root: Path, caches: dict[str, Path], tm
     results = json.loads((tmp_path / "isam2_synthetic" / "version_0" / "results.json").read_text())
     assert results["videos"] == 3  # every val video scored exactly once across the two ranks
     assert results["methods"]["I-SAM2"]["mIoU"] > 0
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [
+        ["isam2_tiny_synthetic.yaml"],
+        ["isam2_vspw.yaml"],
+        ["isam2_vspw.yaml", "isam2_base_vspw.yaml"],
+        ["icffm_b1_vspw.yaml"],
+        ["isam2_vspw.yaml", "timm_vspw.yaml"],
+    ],
+)
+def test_shipped_train_configs_parse(configs: list[str], capsys) -> None:
+    args = [arg for name in configs for arg in ("--config", str(REPO / "configs" / "train" / name))]
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(args=[*args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "MaskletClassifier" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["isam2_tiny_synthetic.yaml", "isam2_vspw.yaml", "icffm_b1_vspw.yaml"])
+def test_shipped_feature_configs_parse(name: str) -> None:
+    from vssam2.features.__main__ import build_parser
+
+    config = build_parser().parse_args(["--config", str(REPO / "configs" / "features" / name)])
+    assert config.encoder.class_path.startswith("vssam2.encoders.") and config.splits == ["train", "val"]
