@@ -180,6 +180,7 @@ def test_ddp_fit_two_processes(synthetic_root: Path, caches: dict[str, Path], tm
     results = json.loads((tmp_path / "isam2_synthetic" / "version_0" / "results.json").read_text())
     assert results["videos"] == 3  # every val video scored exactly once across the two ranks
     assert results["methods"]["I-SAM2"]["mIoU"] > 0
+    assert (tmp_path / "isam2_synthetic" / "version_0" / "confusion.png").is_file()
 
 
 @pytest.mark.parametrize(

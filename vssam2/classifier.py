@@ -249,15 +249,18 @@ class MaskletClassifier(PredictionReplay):
         with iou.sync_context():  # all ranks' pixels (a no-op on one process)
             self.confusion = iou.confmat.detach().cpu().clone()  # (C, C + 1) int64
         super().on_test_epoch_end()
-        if self._trainer is None or not self.trainer.is_global_zero:
+        if self._trainer is None:
             return
         from callbacks.run_dir import run_directory
         from vssam2.report import plot_confusion
 
+        out = run_directory(self.trainer)  # a broadcast under DDP: every rank must ask
+        if not self.trainer.is_global_zero:
+            return
+
         names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None) or [
             str(c) for c in range(self.hparams.num_classes)
         ]
-        out = run_directory(self.trainer)
         out.mkdir(parents=True, exist_ok=True)
         path = plot_confusion(self.confusion.numpy(), names, out / "confusion.png", f"{self.hparams.name}: confusion (test)")
         for logger in self.trainer.loggers:
