@@ -13,6 +13,7 @@ by the benchmark core's metrics in the same pass, so one test run gives the rows
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -279,8 +280,6 @@ class MaskletClassifier(PredictionReplay):
         warmup = int(self.hparams.warmup_epochs)
 
         def factor(epoch: int) -> float:
-            import math
-
             if epoch < warmup:
                 return (epoch + 1) / (warmup + 1)
             progress = (epoch - warmup) / max(max_epochs - warmup, 1)
