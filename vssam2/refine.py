@@ -9,7 +9,11 @@ pixel's (masklet, base id) pair is one code that indexes both the vote histogram
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,10 +24,6 @@ from vssam2.metrics.functional import check_label_range
 
 # Above this many (id, base id) histogram bins, sparse ids are compacted before voting.
 MAX_DIRECT_BINS: int = 1 << 25
-
-
-def _as_torch(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
 
 
 @dataclass
@@ -45,13 +45,32 @@ class VoteResult:
     applied: torch.Tensor
 
 
+@functools.cache
+def _executor(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vssam2-vote")
+
+
+def _map_chunks(n: int, fn: Callable[[int, int], T], device: torch.device) -> list[T]:
+    """Runs ``fn(start, stop)`` over contiguous slices of ``range(n)``, one per CPU thread.
+
+    torch.bincount and index_select run on one core on the CPU; their kernels release the
+    GIL, so a slice per torch thread uses all cores. CUDA kernels are parallel already.
+    """
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    workers = max(1, min(workers, n // (1 << 16)))  # small inputs: threads cost more than they save
+    bounds = [n * i // workers for i in range(workers + 1)]
+    if workers == 1:
+        return [fn(0, n)]
+    return list(_executor(workers).map(fn, bounds[:-1], bounds[1:]))
+
+
 def _vote_histogram(
     segments: torch.Tensor, base: torch.Tensor, num_classes: int, ignore_index: int
-) -> tuple[np.ndarray | torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Histogram of base ids per masklet, and each pixel's (masklet row, base id) code.
 
     Returns:
-        code: (N,) int32 per-pixel code row·256 + base id (numpy on CPU, torch elsewhere).
+        code: (N,) int32 per-pixel code row·256 + base id, on the device of ``segments``.
         row_ids: (rows,) masklet id of each histogram row (row 0 = id 0, "no masklet").
         votes: (rows, 256) int64 pixel counts per (row, base id), on the CPU.
     """
@@ -59,44 +78,46 @@ def _vote_histogram(
         raise ValueError(f"segments and base shapes differ: {tuple(segments.shape)} vs {tuple(base.shape)}")
     if segments.is_floating_point() or base.is_floating_point():
         raise TypeError("segments and base must hold integer ids")
-    if segments.numel() and int(segments.min()) < 0:
-        raise ValueError("segment ids must be >= 0 (0 = no masklet)")
-    check_label_range(base, num_classes, "base prediction", ignore_index)
-
     if not (num_classes <= ignore_index <= 255):
         raise ValueError(f"need num_classes <= ignore_index <= 255 (ids travel as bytes), got {num_classes}, {ignore_index}")
-    on_cpu = segments.device.type == "cpu"
-    # Per-pixel passes go through numpy on CPU: torch's CPU kernels for int gathers and
-    # widening arithmetic are 2× slower here. torch.bincount is the faster histogram on both.
+    check_label_range(base, num_classes, "base prediction", ignore_index)
     seg = segments.reshape(-1)
-    seg = seg.numpy().astype(np.int32, copy=False) if on_cpu else seg.to(torch.int32)
+    seg = seg if seg.dtype == torch.int32 else seg.to(torch.int32)
     flat_base = base.reshape(-1)
-    if on_cpu:  # uint8 ORs into the int32 code as is; wider ids are narrowed (all are < 256)
-        flat_base = flat_base.numpy()
-        flat_base = flat_base if flat_base.dtype == np.uint8 else flat_base.astype(np.int32)
-    else:
-        flat_base = flat_base.to(torch.int32)
-    max_id = int(seg.max()) if (seg.size if on_cpu else seg.numel()) else 0
+    # uint8 ORs into the int32 code as is; wider ids are narrowed (all are < 256 by now)
+    flat_base = flat_base if flat_base.dtype in (torch.uint8, torch.int32) else flat_base.to(torch.int32)
+    min_id, max_id = (int(v) for v in torch.aminmax(seg)) if seg.numel() else (0, 0)
+    if min_id < 0:
+        raise ValueError("segment ids must be >= 0 (0 = no masklet)")
 
     # Ids are used as histogram rows directly; sparse huge ids are compacted first.
     if (max_id + 1) * 256 > MAX_DIRECT_BINS:
-        present = torch.bincount(_as_torch(seg)) > 0
-        present[0] = True
-        row_ids = torch.nonzero(present).squeeze(1)  # (K + 1,) incl. 0 first
-        lut = torch.zeros(present.shape[0], dtype=torch.int32)
-        lut[row_ids] = torch.arange(row_ids.shape[0], dtype=torch.int32)
-        rows = lut.numpy()[seg] if on_cpu else lut.to(seg.device)[seg.long()]
+        # unique + searchsorted, not a bincount: a bincount would be as long as the largest id.
+        row_ids = torch.unique(torch.cat([seg.new_zeros(1), seg]))  # (K + 1,) incl. 0 first
+        seg = torch.searchsorted(row_ids, seg, out_int32=True)
+        row_ids = row_ids.cpu().long()
     else:
         row_ids = torch.arange(max_id + 1)
-        rows = seg
-    num = row_ids.shape[0]
+    bins = row_ids.shape[0] * 256
     # One code per pixel: (masklet row, base id) as row·256 + id. It indexes both the vote
-    # histogram and, below, the table that maps it to the refined id.
-    code = rows << 8
-    code |= flat_base  # in place: one (N,) int32 temporary in all
-    votes = torch.bincount(_as_torch(code).reshape(-1), minlength=num * 256).cpu().reshape(num, 256)
+    # histogram and, in majority_vote, the table that maps it to the refined id.
+    code = torch.empty_like(seg)
 
-    return code, row_ids, votes
+    def count(start: int, stop: int) -> torch.Tensor:
+        part = code[start:stop]
+        if part.device.type == "cpu":
+            # numpy for the element-wise part: torch's would queue on torch's own intra-op
+            # threads, which the other slices' workers are using.
+            out = part.numpy()
+            np.left_shift(seg[start:stop].numpy(), 8, out=out)
+            np.bitwise_or(out, flat_base[start:stop].numpy(), out=out)
+        else:
+            torch.bitwise_left_shift(seg[start:stop], 8, out=part)
+            part.bitwise_or_(flat_base[start:stop])
+        return torch.bincount(part, minlength=bins)
+
+    votes = torch.stack(_map_chunks(seg.numel(), count, seg.device)).sum(dim=0)
+    return code, row_ids, votes.cpu().reshape(-1, 256)
 
 
 def majority_vote(
@@ -129,7 +150,6 @@ def majority_vote(
     Ties go to the lowest class id (deterministic). A masklet none of whose pixels has a
     base prediction keeps the base (255) there.
     """
-    on_cpu = segments.device.type == "cpu"
     code, row_ids, votes = _vote_histogram(segments, base, num_classes, ignore_index)
     num = row_ids.shape[0]
     area = votes.sum(dim=1)
@@ -143,10 +163,13 @@ def majority_vote(
     # Refined id of every (row, base id) pair: the winner in applied masklets, else the base id.
     table = torch.arange(256, dtype=torch.uint8).repeat(num, 1)  # (rows, 256)
     table[applied] = winner[applied].to(torch.uint8).unsqueeze(1)
-    if on_cpu:
-        refined = torch.from_numpy(table.numpy().reshape(-1)[code])
-    else:
-        refined = table.to(segments.device).reshape(-1)[code.long()]
+    table = table.reshape(-1).to(segments.device)
+    refined = torch.empty(code.shape, dtype=torch.uint8, device=segments.device)
+
+    def paint(start: int, stop: int) -> None:
+        torch.index_select(table, 0, code[start:stop], out=refined[start:stop])
+
+    _map_chunks(code.numel(), paint, segments.device)
     refined = refined.to(base.dtype).reshape(base.shape)
     present_rows = area > 0
     present_rows[0] = False
