@@ -78,6 +78,24 @@ def test_matches_slow_reference_on_random_maps(seed, min_area, min_share):
     np.testing.assert_array_equal(got.numpy(), slow_vote(seg, base, 6, min_area, min_share))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_sliced_histogram_equals_reference_on_large_maps(threads):
+    """Maps big enough to be cut into one slice per torch thread (uneven slice bounds)."""
+    rng = np.random.default_rng(threads)
+    seg = rng.integers(0, 300, size=(3, 217, 301)) * (rng.random((3, 217, 301)) < 0.9)
+    base = rng.integers(0, 124, size=seg.shape).astype(np.uint8) // 16 * 16  # few, clustered votes
+    base[rng.random(base.shape) < 0.05] = IGNORE
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        refined, votes = majority_vote(t(seg), t(base), 124, return_votes=True)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(refined.numpy(), slow_vote(seg, base, 124))
+    ids, counts = np.unique(seg[seg > 0], return_counts=True)
+    assert votes.ids.tolist() == ids.tolist() and votes.area.tolist() == counts.tolist()
+
+
 def test_sparse_huge_ids_are_compacted(monkeypatch):
     import vssam2.refine as refine
 
