@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vssam2.labels import IGNORE_INDEX
+from vssam2.labels import IGNORE_INDEX, out_of_range_ids
 
 from .errors import DataError
 from .index import VideoEntry
@@ -79,9 +79,8 @@ def read_mask(path: Path, layout: DatasetLayout, num_classes: int) -> np.ndarray
 def read_prediction(path: Path, method: str, num_classes: int) -> np.ndarray:
     """Reads a prediction of evaluation ids: (H, W) uint8; 0…num_classes−1, 255 = no prediction."""
     pred = _read_label_image(path, f"prediction of method {method!r}")
-    bad = (pred < 0) | ((pred >= num_classes) & (pred != IGNORE_INDEX))
-    if bad.any():
-        values = np.unique(pred[bad])[:_MAX_VALUES].tolist()
+    values = out_of_range_ids(pred, num_classes - 1, IGNORE_INDEX, _MAX_VALUES)
+    if values:
         raise DataError(
             f"{path}: prediction of method {method!r} has ids out of range "
             f"(allowed 0..{num_classes - 1} and {IGNORE_INDEX}): {values}",

@@ -138,6 +138,20 @@ def test_boundary_band_matches_iterated_erosion(width, seed):
         np.testing.assert_array_equal(ours[k], ref_boundary_band(gts[k], width))
 
 
+@pytest.mark.parametrize("width", [1, 3, 5])
+@pytest.mark.parametrize("shape", [(2, 29, 37), (1, 3, 4), (2, 12, 1)])
+def test_boundary_band_opencv_path_equals_torch_path(width, shape):
+    """uint8 on the CPU goes through OpenCV's morphology; other dtypes through the torch path."""
+    rng = np.random.default_rng(width)
+    gts = rng.integers(0, 4, size=shape).astype(np.uint8)
+    gts[rng.random(shape) < 0.1] = IGNORE
+    opencv = boundary_band(t(gts), width)
+    torch_path = boundary_band(torch.from_numpy(gts).long(), width)
+    assert torch.equal(opencv, torch_path)
+    for k in range(shape[0]):
+        np.testing.assert_array_equal(opencv[k].numpy(), ref_boundary_band(gts[k], width))
+
+
 @pytest.mark.parametrize("mode", ["image", "class"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_boundary_iou_matches_reference(mode, seed):
@@ -198,6 +212,21 @@ def test_video_consistency_matches_script_reference(n, windows):
         m.update(t(p), t(g), video=f"v{k}", start=0, last=True)
     expected = ref_video_consistency([p for p, _ in videos], [g for _, g in videos], n, windows)
     assert m.compute().item() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 256])
+def test_run_lengths_saturate_on_long_stable_videos(n):
+    """300 frames: the per-pixel run counters (bytes, capped at n − 1) must not wrap."""
+    rng = np.random.default_rng(n)
+    gt = np.repeat(rng.integers(0, 3, size=(1, 3, 4)), 300, axis=0).astype(np.uint8)
+    pred = gt.copy()
+    pred[150, 0, 0] = (pred[150, 0, 0] + 1) % 3  # one flicker: windows over frame 150 lose a pixel
+    for windows in ("scripts", "paper"):
+        m = VideoConsistency(n=n, windows=windows, num_classes=3)
+        m.update(t(pred[:100]), t(gt[:100]), video="v", start=0)
+        m.update(t(pred[100:]), t(gt[100:]), video="v", start=100, last=True)
+        expected = ref_video_consistency([pred], [gt], n, windows)
+        assert m.compute().item() == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("windows", ["scripts", "paper"])
@@ -284,6 +313,8 @@ def test_constructor_arguments_are_checked():
         VideoConsistency(n=8, windows="both")
     with pytest.raises(ValueError, match="n must be"):
         VideoConsistency(n=1)
+    with pytest.raises(ValueError, match="n must be"):
+        VideoConsistency(n=257)
     with pytest.raises(ValueError, match="mode"):
         BoundaryIoU(mode="pixel")
     with pytest.raises(ValueError, match="width"):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+import cv2
 import numpy as np
 import torch
 
@@ -65,6 +66,30 @@ def _raw_to_eval_lut(num_classes: int) -> np.ndarray:
     return lut
 
 
+def out_of_range_ids(ids: np.ndarray, max_id: int, also: int = IGNORE_INDEX, limit: int = 10) -> list[int]:
+    """Values of ``ids`` outside 0…max_id that are not ``also``: [] when there are none.
+
+    One OpenCV range test for uint8 maps (the common case, SIMD, no temporaries); the
+    general numpy test otherwise and to list the offending values.
+
+    Args:
+        ids: integer array of any shape.
+        max_id: largest valid id.
+        also: one more valid id (ignore / void).
+        limit: at most this many distinct bad values are returned, smallest first.
+    """
+    if ids.size == 0:
+        return []
+    if ids.dtype == np.uint8 and also == 255:
+        if max_id >= 254:
+            return []
+        rows = np.ascontiguousarray(ids).reshape(-1, ids.shape[-1]) if ids.ndim >= 2 else ids.reshape(1, -1)
+        if cv2.countNonZero(cv2.inRange(rows, max_id + 1, 254)) == 0:
+            return []
+    bad = (ids < 0) | ((ids > max_id) & (ids != also))
+    return np.unique(ids[bad])[:limit].tolist()
+
+
 def raw_to_eval(raw: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Maps raw VSPW mask ids to evaluation ids.
 
@@ -79,11 +104,13 @@ def raw_to_eval(raw: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
         ValueError: if a value is neither 0, 255 nor in 1…num_classes (a corrupt mask).
     """
     raw = np.asarray(raw)
-    bad = (raw < 0) | ((raw > num_classes) & (raw != IGNORE_INDEX))
-    if bad.any():
-        values = np.unique(raw[bad])[:10].tolist()
+    values = out_of_range_ids(raw, num_classes)
+    if values:
         raise ValueError(f"raw mask ids out of range (allowed 0, 1..{num_classes}, 255): {values}")
-    return _raw_to_eval_lut(num_classes)[raw.astype(np.int64)]
+    lut = _raw_to_eval_lut(num_classes)
+    if raw.dtype == np.uint8 and raw.ndim == 2 and raw.size:
+        return cv2.LUT(np.ascontiguousarray(raw), lut[:256])  # one SIMD table lookup
+    return lut[raw.astype(np.int64)]
 
 
 def eval_to_raw(eval_ids: np.ndarray) -> np.ndarray:

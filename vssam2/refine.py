@@ -9,17 +9,14 @@ pixel's (masklet, base id) pair is one code that indexes both the vote histogram
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import torch
 
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import check_label_range
+from vssam2.parallel import map_slices
 
 
 # Above this many (id, base id) histogram bins, sparse ids are compacted before voting.
@@ -43,25 +40,6 @@ class VoteResult:
     share: torch.Tensor
     area: torch.Tensor
     applied: torch.Tensor
-
-
-@functools.cache
-def _executor(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vssam2-vote")
-
-
-def _map_chunks(n: int, fn: Callable[[int, int], T], device: torch.device) -> list[T]:
-    """Runs ``fn(start, stop)`` over contiguous slices of ``range(n)``, one per CPU thread.
-
-    torch.bincount and index_select run on one core on the CPU; their kernels release the
-    GIL, so a slice per torch thread uses all cores. CUDA kernels are parallel already.
-    """
-    workers = torch.get_num_threads() if device.type == "cpu" else 1
-    workers = max(1, min(workers, n // (1 << 16)))  # small inputs: threads cost more than they save
-    bounds = [n * i // workers for i in range(workers + 1)]
-    if workers == 1:
-        return [fn(0, n)]
-    return list(_executor(workers).map(fn, bounds[:-1], bounds[1:]))
 
 
 def _vote_histogram(
@@ -116,7 +94,7 @@ def _vote_histogram(
             part.bitwise_or_(flat_base[start:stop])
         return torch.bincount(part, minlength=bins)
 
-    votes = torch.stack(_map_chunks(seg.numel(), count, seg.device)).sum(dim=0)
+    votes = torch.stack(map_slices(seg.numel(), count, seg.device)).sum(dim=0)
     return code, row_ids, votes.cpu().reshape(-1, 256)
 
 
@@ -169,7 +147,7 @@ def majority_vote(
     def paint(start: int, stop: int) -> None:
         torch.index_select(table, 0, code[start:stop], out=refined[start:stop])
 
-    _map_chunks(code.numel(), paint, segments.device)
+    map_slices(code.numel(), paint, segments.device)
     refined = refined.to(base.dtype).reshape(base.shape)
     present_rows = area > 0
     present_rows[0] = False

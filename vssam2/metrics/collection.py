@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -12,6 +13,7 @@ from vssam2.metrics.boundary import BoundaryIoU
 from vssam2.metrics.consistency import VideoConsistency
 from vssam2.metrics.functional import check_pair
 from vssam2.metrics.iou import SemanticIoU
+from vssam2.parallel import run_all
 
 # Names as the paper's tables print them.
 METRIC_NAMES: tuple[str, ...] = ("mIoU", "WIoU", "mBIoU", "mVC8", "mVC16")
@@ -55,10 +57,17 @@ class VSSMetrics(nn.Module):
     ) -> None:
         """Adds one chunk of a video: (L, H, W) predicted and GT ids of frames start…start+L−1."""
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)  # once for all
-        self.iou.update(preds, target, validate=False)
-        self.boundary.update(preds, target, validate=False)
-        for metric in self.consistency.values():
-            metric.update(preds, target, video=video, start=start, last=last, validate=False)
+        # Each metric's update is a few long single-threaded kernels that release the GIL:
+        # on the CPU they run side by side, one per core.
+        updates = [
+            lambda: self.iou.update(preds, target, validate=False),
+            lambda: self.boundary.update(preds, target, validate=False),
+        ]
+        updates += [
+            functools.partial(metric.update, preds, target, video=video, start=start, last=last, validate=False)
+            for metric in self.consistency.values()
+        ]
+        run_all(updates, preds.device)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Returns ``{"mIoU", "WIoU", "mBIoU", "mVC8", "mVC16", "per_class_iou"}`` (fractions)."""

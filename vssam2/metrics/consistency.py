@@ -8,19 +8,17 @@ import torch
 from torchmetrics import Metric
 
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
-from vssam2.metrics.functional import check_pair, consistency_window_counts, exact_mean
+from vssam2.metrics.functional import StableRuns, advance_stable_runs, check_pair, exact_mean
 
 WINDOW_COUNTS = ("scripts", "paper")
 
 
 @dataclass
-class _VideoTail:
-    """What a video needs carried into its next chunk."""
+class _OpenVideo:
+    """What a video carries into its next chunk."""
 
-    preds: torch.Tensor  # (K, H, W) last frames seen, K ≤ n − 1 + lag
-    target: torch.Tensor  # (K, H, W)
-    next_frame: int  # index the next chunk must start at
-    next_window: int  # first window start not scored yet
+    runs: StableRuns
+    pending: tuple[int, int] | None  # ("scripts") counts of the window ending at the last frame
 
 
 class VideoConsistency(Metric):
@@ -31,10 +29,12 @@ class VideoConsistency(Metric):
     |GT-stable ∧ pred-stable| / |GT-stable|. mVC_n is the mean over all windows of all videos
     pooled (windows without GT-stable pixels are skipped, as ``np.nanmean`` does).
 
-    Videos arrive as ordered chunks (``update`` per chunk, with the index of its first frame);
-    the metric keeps the last frames of each open video, so any chunking gives the same
-    result as whole videos. A video must be scored entirely on one process: shard data by
-    whole videos under DDP (the window scores, not the frames, are synced).
+    Videos arrive as ordered chunks (``update`` per chunk, with the index of its first frame).
+    Per open video the metric keeps its last frame and, per pixel, how many frame pairs in a
+    row have been stable (capped at n − 1), so each frame is compared once with the previous
+    one whatever n and the chunking: any chunking gives the same result as whole videos. A
+    video must be scored entirely on one process: shard data by whole videos under DDP (the
+    window scores, not the frames, are synced).
 
     Args:
         n: window length in frames (8 and 16 in the paper).
@@ -57,8 +57,8 @@ class VideoConsistency(Metric):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if n < 2:
-            raise ValueError(f"n must be >= 2, got {n}")
+        if not 2 <= n <= 256:
+            raise ValueError(f"n must be in 2..256 (run lengths are counted in bytes), got {n}")
         if windows not in WINDOW_COUNTS:
             raise ValueError(f"windows must be one of {WINDOW_COUNTS}, got {windows!r}")
         self.n = n
@@ -70,7 +70,7 @@ class VideoConsistency(Metric):
         self._lag = 1 if windows == "scripts" else 0
         self.set_dtype(torch.float64)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
-        self._tails: dict[str, _VideoTail] = {}
+        self._open: dict[str, _OpenVideo] = {}
         self._finished: set[str] = set()
 
     def update(
@@ -99,47 +99,35 @@ class VideoConsistency(Metric):
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index, validate)
         if video in self._finished:
             raise ValueError(f"video {video!r}: got a chunk at frame {start} after its last chunk")
-        tail = self._tails.get(video)
-        expected = tail.next_frame if tail is not None else 0
+        open_video = self._open.get(video)
+        runs = open_video.runs if open_video is not None else None
+        expected = runs.frames if runs is not None else 0
         if start != expected:
             raise ValueError(
                 f"video {video!r}: chunk starts at frame {start} but frame {expected} was expected next "
                 "(chunks of a video must arrive in order, each frame once)"
             )
-        if tail is not None and tail.target.shape[1:] != target.shape[1:]:
+        if runs is not None and runs.target.shape != target.shape[1:]:
             raise ValueError(
-                f"video {video!r}: frame size changed from {tuple(tail.target.shape[1:])} "
+                f"video {video!r}: frame size changed from {tuple(runs.target.shape)} "
                 f"to {tuple(target.shape[1:])} at frame {start}"
             )
-        if tail is not None:
-            preds = torch.cat([tail.preds, preds.to(tail.preds)])
-            target = torch.cat([tail.target, target.to(tail.target)])
-            offset = tail.next_frame - tail.target.shape[0]  # video index of preds[0]
-            next_window = tail.next_window
-        else:
-            offset, next_window = 0, 0
-        end = offset + target.shape[0]  # one past the last frame seen
-
-        # Window s is complete and may be scored when frame s + n − 1 + lag has been seen.
-        last_window = end - self.n - self._lag  # inclusive
-        if last_window >= next_window:
-            both, gt_stable = consistency_window_counts(
-                preds[next_window - offset :], target[next_window - offset :], self.n
-            )
-            count = last_window - next_window + 1
-            both, gt_stable = both[:count], gt_stable[:count]
+        runs, counts = advance_stable_runs(runs, preds, target, self.n)
+        if open_video is not None and open_video.pending is not None:
+            counts.insert(0, open_video.pending)
+        # "scripts": a window is scored only once a later frame shows it does not end the video.
+        pending = counts.pop() if self._lag and counts else None
+        if counts:
+            both, gt_stable = torch.tensor(counts, dtype=torch.float64).unbind(1)
             keep = gt_stable > 0
-            self.scores.append((both[keep].double() / gt_stable[keep].double()).cpu())
-            next_window = last_window + 1
-
+            self.scores.append(both[keep] / gt_stable[keep])
         if last:
-            self._tails.pop(video, None)
+            self._open.pop(video, None)
             self._finished.add(video)
-            return
-        carry = self.n - 1 + self._lag
-        self._tails[video] = _VideoTail(
-            preds=preds[-carry:].clone(), target=target[-carry:].clone(), next_frame=end, next_window=next_window
-        )
+        elif runs is not None:
+            # Own copies: the caller's chunk may be a view into a buffer it reuses.
+            runs.preds, runs.target = runs.preds.clone(), runs.target.clone()
+            self._open[video] = _OpenVideo(runs, pending)
 
     def compute(self) -> torch.Tensor:
         """Returns mVC_n in [0, 1] (NaN when no window had GT-stable pixels)."""
@@ -148,7 +136,7 @@ class VideoConsistency(Metric):
     def reset(self) -> None:
         """Clears the scores and every open video."""
         super().reset()
-        self._tails = {}
+        self._open = {}
         self._finished = set()
 
     def forward(self, *args, **kwargs):  # noqa: D102

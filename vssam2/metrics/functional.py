@@ -8,11 +8,13 @@ classes, 255 is "ignore" in the ground truth and "no prediction" in a prediction
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
-from vssam2.labels import IGNORE_INDEX
+from vssam2.labels import IGNORE_INDEX, out_of_range_ids
 
 
 def as_label_map(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -56,15 +58,19 @@ def count_true(mask: torch.Tensor) -> torch.Tensor:
     return mask.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32).long()
 
 
+def _opencv_rows(x: torch.Tensor) -> np.ndarray:
+    """A CPU (..., W) tensor as a C-contiguous 2-D (rows, W) numpy array, as OpenCV takes it."""
+    return np.ascontiguousarray(x.numpy()).reshape(-1, x.shape[-1])
+
+
 def check_label_range(x: torch.Tensor, num_classes: int, name: str, ignore_index: int = IGNORE_INDEX) -> None:
     """Raises ValueError if ``x`` holds ids outside 0…num_classes−1 that are not ``ignore_index``."""
-    if x.dtype == torch.uint8 and ignore_index == 255 and x.numel() > 0:
-        # x + 1 wraps 255 to 0, so only ids num_classes…254 exceed num_classes: one cheap pass.
-        if int((x + 1).amax()) <= num_classes:
-            return
-    bad = ((x < 0) | (x >= num_classes)) & (x != ignore_index)
-    if bool(bad.any()):
-        values = torch.unique(x[bad])[:10].tolist()
+    if x.device.type == "cpu":
+        values = out_of_range_ids(x.numpy(), num_classes - 1, ignore_index)
+    else:
+        bad = ((x < 0) | (x >= num_classes)) & (x != ignore_index)
+        values = torch.unique(x[bad])[:10].tolist() if bool(bad.any()) else []
+    if values:
         raise ValueError(
             f"{name}: label ids out of range (allowed 0..{num_classes - 1} and {ignore_index}): {values}"
         )
@@ -100,6 +106,23 @@ def check_pair(
     return preds, target
 
 
+def _joint_byte_histogram(rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+    """(256, 256) int64 counts of (rows[i], cols[i]) byte pairs, from two uint8 (R, W) arrays.
+
+    OpenCV's 2-D 8-bit histogram is ≈ 1.5× a bincount of an int32 code and needs no (N, H, W)
+    temporary. It counts in float32, exact below 2²⁴ per bin, so it is called on row blocks of
+    fewer pixels than that.
+    """
+    block = max(1, (1 << 24) // rows.shape[1])
+    joint = torch.zeros(256, 256, dtype=torch.int64)
+    for start in range(0, rows.shape[0], block):
+        part = cv2.calcHist(
+            [rows[start : start + block], cols[start : start + block]], [0, 1], None, [256, 256], [0, 256, 0, 256]
+        )
+        joint += torch.from_numpy(part).to(torch.int64)
+    return joint
+
+
 def confusion_matrix(
     preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
@@ -122,11 +145,11 @@ def confusion_matrix(
         # One joint histogram of (target, pred) byte pairs over all pixels: no boolean gather,
         # no int64 temporaries. Row ignore_index (ignored GT) is dropped; column ignore_index
         # becomes the "no prediction" column.
-        if target.device.type == "cpu":  # numpy's widening shift is ≈ 2× torch's on CPU
-            code = torch.from_numpy((target.numpy().astype(np.int32) << 8) | preds.numpy())  # (N, H, W)
+        if target.device.type == "cpu":
+            joint = _joint_byte_histogram(_opencv_rows(target), _opencv_rows(preds))
         else:
             code = (target.to(torch.int32) << 8) | preds.to(torch.int32)
-        joint = torch.bincount(code.reshape(-1), minlength=256 * 256).view(256, 256)
+            joint = torch.bincount(code.reshape(-1), minlength=256 * 256).view(256, 256)
         return torch.cat([joint[:num_classes, :num_classes], joint[:num_classes, ignore_index : ignore_index + 1]], 1)
     valid = target != ignore_index  # (N, H, W) bool
     t = target[valid].long()
@@ -237,6 +260,15 @@ def boundary_band(target: torch.Tensor, width: int = 5, ignore_index: int = IGNO
     """
     if width < 1:
         raise ValueError(f"boundary width must be >= 1, got {width}")
+    if target.device.type == "cpu" and target.dtype == torch.uint8:
+        # OpenCV's square grey-level dilation / erosion (separable, SIMD) are the same window
+        # max / min; its default border value leaves pixels outside the image out.
+        kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+        band = np.empty(target.shape, dtype=bool)
+        for k, frame in enumerate(np.ascontiguousarray(target.numpy())):
+            np.not_equal(cv2.dilate(frame, kernel), cv2.erode(frame, kernel), out=band[k])
+            band[k] &= frame != ignore_index
+        return torch.from_numpy(band)
     local_max = _window_extreme(_window_extreme(target, width, 2, torch.maximum), width, 1, torch.maximum)
     local_min = _window_extreme(_window_extreme(target, width, 2, torch.minimum), width, 1, torch.minimum)
     return (local_max != local_min) & not_equal(target, ignore_index)
@@ -291,26 +323,69 @@ def exact_mean(scores: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     return torch.tensor(math.fsum(values.double().tolist()) / values.numel(), dtype=torch.float64)
 
 
-def _window_all(stable: torch.Tensor, length: int) -> torch.Tensor:
-    """AND over every run of ``length`` consecutive entries along dim 0.
+@dataclass
+class StableRuns:
+    """Per-pixel run lengths of stable frame pairs, the state mVC_n carries from frame to frame.
+
+    ``gt_run`` counts the consecutive frame pairs ending at the last frame whose GT is equal;
+    ``both_run`` those equal in GT and in prediction. Both are capped at n − 1, so the window
+    of n frames ending at the last frame is GT-stable where ``gt_run == n − 1`` and GT- and
+    pred-stable where ``both_run == n − 1``: one frame of state instead of n − 1, and each
+    frame is compared once with the one before, whatever n and however a video is chunked.
+    """
+
+    preds: torch.Tensor  # (H, W) last frame's prediction
+    target: torch.Tensor  # (H, W) last frame's GT
+    gt_run: torch.Tensor  # (H, W) uint8
+    both_run: torch.Tensor  # (H, W) uint8
+    full: torch.Tensor  # (H, W) uint8 filled with n − 1 (comparing with a tensor is fast on CPU, with an int not)
+    frames: int  # frames seen
+
+    @classmethod
+    def start(cls, preds: torch.Tensor, target: torch.Tensor, n: int) -> StableRuns:
+        """The state after a video's first frame (no pair yet)."""
+        zeros = torch.zeros(target.shape, dtype=torch.uint8, device=target.device)
+        return cls(preds, target, zeros, zeros.clone(), torch.full_like(zeros, n - 1), 1)
+
+
+def _advance_run(run: torch.Tensor, same: torch.Tensor, cap: int) -> None:
+    """One frame of a run-length counter, in place: run ← min(run + 1, cap) where same, else 0."""
+    run.clamp_(max=cap - 1).add_(1).mul_(same.view(torch.uint8))
+
+
+def advance_stable_runs(
+    runs: StableRuns | None, preds: torch.Tensor, target: torch.Tensor, n: int
+) -> tuple[StableRuns, list[tuple[int, int]]]:
+    """Feeds frames to the run-length state and counts every window of n frames they complete.
 
     Args:
-        stable: (L, H, W) bool.
-        length: run length m ≥ 1 (m ≤ L).
+        runs: state after the frames seen so far, or None at the start of a video.
+        preds: (L, H, W) predicted ids of the next L frames.
+        target: (L, H, W) GT ids of the same frames.
+        n: window length (2…256: run lengths are bytes).
 
     Returns:
-        (L − m + 1, H, W) bool, entry s = stable[s] & … & stable[s + m − 1].
+        The new state (it holds views of the last frame) and, per window ending in these frames
+        (in order), (|GT-stable ∧ pred-stable|, |GT-stable|) (Eq. 4; ignore is not masked).
     """
-    # Doubling: runs of 1, 2, 4, … then two overlapping power-of-two runs cover any length,
-    # so the cost is O(log m) full-tensor ANDs instead of m per window.
-    span = 1
-    runs = stable
-    while span * 2 <= length:
-        runs = runs[:-span] & runs[span:]
-        span *= 2
-    if span == length:
-        return runs
-    return runs[: runs.shape[0] - (length - span)] & runs[length - span :]
+    if not 2 <= n <= 256:
+        raise ValueError(f"video consistency needs 2 <= n <= 256 frames, got {n}")
+    counts: list[tuple[int, int]] = []
+    for k in range(target.shape[0]):
+        if runs is None:
+            runs = StableRuns.start(preds[k], target[k], n)
+            continue
+        same = target[k] == runs.target  # (H, W) bool
+        _advance_run(runs.gt_run, same, n - 1)
+        same &= preds[k] == runs.preds
+        _advance_run(runs.both_run, same, n - 1)
+        runs.preds, runs.target = preds[k], target[k]
+        runs.frames += 1
+        if runs.frames >= n:  # a window of n frames ends here
+            stable = torch.stack([runs.both_run == runs.full, runs.gt_run == runs.full])  # (2, H, W) bool
+            both, gt_stable = count_true(stable).tolist()
+            counts.append((both, gt_stable))
+    return runs, counts
 
 
 def consistency_window_counts(
@@ -324,22 +399,15 @@ def consistency_window_counts(
     Args:
         preds: (L, H, W) predicted ids of L consecutive frames.
         target: (L, H, W) GT ids of the same frames.
-        n: window length in frames (≥ 2).
+        n: window length in frames (2…256).
 
     Returns:
-        (both, gt_stable): (L − n + 1,) int64 each; window s covers frames s … s + n − 1.
-        both = |GT-stable ∧ pred-stable|, gt_stable = |GT-stable|.
+        (both, gt_stable): (L − n + 1,) int64 each (empty if L < n); window s covers frames
+        s … s + n − 1. both = |GT-stable ∧ pred-stable|, gt_stable = |GT-stable|.
     """
-    if n < 2:
-        raise ValueError(f"video consistency needs n >= 2 frames, got {n}")
-    if preds.shape[0] < n:
-        empty = torch.zeros(0, dtype=torch.int64, device=preds.device)
-        return empty, empty
-    gt_same = target[1:] == target[:-1]  # (L−1, H, W): frame t equals frame t+1
-    pred_same = preds[1:] == preds[:-1]
-    gt_stable = _window_all(gt_same, n - 1)  # (L−n+1, H, W)
-    pred_stable = _window_all(pred_same, n - 1)
-    return count_true(gt_stable & pred_stable), count_true(gt_stable)
+    _, counts = advance_stable_runs(None, preds, target, n)
+    table = torch.tensor(counts, dtype=torch.int64).reshape(-1, 2)
+    return table[:, 0], table[:, 1]
 
 
 def video_consistency_scores(
