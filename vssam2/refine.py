@@ -42,6 +42,21 @@ class VoteResult:
     applied: torch.Tensor
 
 
+def _id_range(seg: torch.Tensor) -> tuple[int, int]:
+    """(min, max) of a flat id tensor, (0, 0) when empty.
+
+    On the CPU each thread reduces its own slice with numpy: torch's parallel reduction leaves
+    its OpenMP threads spinning afterwards, taking the cores from the slice workers that follow.
+    """
+    if seg.numel() == 0:
+        return 0, 0
+    if seg.device.type != "cpu":
+        return tuple(int(v) for v in torch.aminmax(seg))
+    flat = seg.numpy()
+    parts = map_slices(flat.size, lambda a, b: (int(flat[a:b].min()), int(flat[a:b].max())), seg.device)
+    return min(p[0] for p in parts), max(p[1] for p in parts)
+
+
 def _vote_histogram(
     segments: torch.Tensor, base: torch.Tensor, num_classes: int, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -64,7 +79,7 @@ def _vote_histogram(
     flat_base = base.reshape(-1)
     # uint8 ORs into the int32 code as is; wider ids are narrowed (all are < 256 by now)
     flat_base = flat_base if flat_base.dtype in (torch.uint8, torch.int32) else flat_base.to(torch.int32)
-    min_id, max_id = (int(v) for v in torch.aminmax(seg)) if seg.numel() else (0, 0)
+    min_id, max_id = _id_range(seg)
     if min_id < 0:
         raise ValueError("segment ids must be >= 0 (0 = no masklet)")
 
