@@ -405,7 +405,7 @@ class FastProposer:
         px = points[:, 0].long().clamp_(0, width - 1)
         py = points[:, 1].long().clamp_(0, height - 1)
         covered = torch.zeros(n_points, dtype=torch.bool, device=dev)
-        kept_low, kept_iou, kept_stab, kept_box = [], [], [], []
+        kept_iou, kept_stab, kept_box, kept_binary = [], [], [], []
         n_decoded = n_cand = n_iou = 0
         for start in range(0, n_points, p.points_per_batch):
             idx = torch.arange(start, min(start + p.points_per_batch, n_points), device=dev)
@@ -442,6 +442,8 @@ class FastProposer:
                 if not self.lowres_stability and p.stability_score_thresh > 0.0:
                     binary = binary[stabs[-1] >= p.stability_score_thresh]
                 boxes.append(batched_mask_to_box(binary))
+                # Kept, not recomputed after NMS: the survivors' masks are these very pixels.
+                kept_binary.append(binary)
                 if self.skip_covered and binary.shape[0]:
                     covered |= binary[:, py, px].any(dim=0)
             if not self.lowres_stability:
@@ -449,24 +451,20 @@ class FastProposer:
                 if p.stability_score_thresh > 0.0:
                     keep = stab >= p.stability_score_thresh
                     low, iou, stab = low[keep], iou[keep], stab[keep]
-            kept_low.append(low)
             kept_iou.append(iou)
             kept_stab.append(stab)
             kept_box.append(torch.cat(boxes) if boxes else torch.zeros(0, 4, device=dev, dtype=torch.long))
             timings["postprocess"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        low = torch.cat(kept_low) if kept_low else torch.zeros(0, 1, 1, device=dev)
         iou = torch.cat(kept_iou) if kept_iou else torch.zeros(0, device=dev)
         stab = torch.cat(kept_stab) if kept_stab else torch.zeros(0, device=dev)
         boxes = torch.cat(kept_box) if kept_box else torch.zeros(0, 4, device=dev)
         n_stab = iou.numel()
         if iou.numel():
             keep = batched_nms(boxes.float(), iou, torch.zeros_like(boxes[:, 0]), iou_threshold=p.box_nms_thresh)
-            low, iou, stab, boxes = low[keep], iou[keep], stab[keep], boxes[keep]
-            masks = torch.cat(
-                [_upsample(low[j : j + 32], height, width) > p.mask_threshold for j in range(0, low.shape[0], 32)]
-            )
+            iou, stab, boxes = iou[keep], stab[keep], boxes[keep]
+            masks = torch.cat(kept_binary)[keep]  # (K, H, W) bool
         else:
             masks = torch.zeros(0, height, width, dtype=torch.bool, device=dev)
         if p.min_mask_region_area > 0 and masks.shape[0]:
