@@ -214,6 +214,25 @@ def test_video_consistency_matches_script_reference(n, windows):
     assert m.compute().item() == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("windows", ["scripts", "paper"])
+def test_several_window_lengths_share_one_pass_and_match_the_reference(windows):
+    """One metric for n = 16, 2, 8 (one run-length state capped at 15) equals the script per n,
+    whatever the chunking, the order of the lengths and the videos shorter than some n."""
+    rng = np.random.default_rng(11)
+    videos = [random_video(rng, frames, 9, 14, 3, flip=0.02) for frames in (5, 9, 16, 17, 30)]
+    lengths = (16, 2, 8)
+    m = VideoConsistency(n=lengths, windows=windows, num_classes=3)
+    for k, (p, g) in enumerate(videos):
+        cuts = [0, *sorted(rng.choice(np.arange(1, len(p)), size=min(3, len(p) - 1), replace=False)), len(p)]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            m.update(t(p[a:b]), t(g[a:b]), video=f"v{k}", start=int(a), last=b == len(p))
+    values = m.compute()
+    assert list(values) == list(lengths)
+    for n in lengths:
+        expected = ref_video_consistency([p for p, _ in videos], [g for _, g in videos], n, windows)
+        assert values[n].item() == pytest.approx(expected, abs=1e-12), n
+
+
 @pytest.mark.parametrize("n", [2, 256])
 def test_run_lengths_saturate_on_long_stable_videos(n):
     """300 frames: the per-pixel run counters (bytes, capped at n − 1) must not wrap."""
@@ -311,10 +330,14 @@ def test_chunks_out_of_order_raise():
 def test_constructor_arguments_are_checked():
     with pytest.raises(ValueError, match="windows"):
         VideoConsistency(n=8, windows="both")
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="2 <= n <= 256"):
         VideoConsistency(n=1)
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="2 <= n <= 256"):
         VideoConsistency(n=257)
+    with pytest.raises(ValueError, match="2 <= n <= 256"):
+        VideoConsistency(n=(8, 300))
+    with pytest.raises(ValueError, match="at least one"):
+        VideoConsistency(n=())
     with pytest.raises(ValueError, match="mode"):
         BoundaryIoU(mode="pixel")
     with pytest.raises(ValueError, match="width"):
@@ -328,3 +351,27 @@ def test_confusion_matrix_fast_uint8_path_equals_general_path():
     general = confusion_matrix(torch.from_numpy(preds).long(), torch.from_numpy(gts).long(), 9)
     assert torch.equal(fast, general)
     assert fast.sum() == int((gts != IGNORE).sum())
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 64, 1 << 19])
+@pytest.mark.parametrize("flip", [0.0, 0.01, 0.5])
+def test_joint_histogram_run_length_and_opencv_paths_equal_bincount(monkeypatch, block, flip):
+    """The uint8 CPU histogram counts runs of equal (GT, pred) pairs in blocks and hands noisy
+    blocks to OpenCV: every block size and noise level gives the plain bincount."""
+    import vssam2.metrics.functional as functional
+
+    monkeypatch.setattr(functional, "RUN_BLOCK", block)
+    rng = np.random.default_rng(block)
+    gts = np.repeat(rng.integers(0, 7, size=(3, 11, 4), dtype=np.uint8), 100, axis=2)[..., :397]  # runs of 100
+    gts[:, ::5] = IGNORE
+    preds = gts.copy()
+    noise = rng.random(gts.shape) < flip
+    preds[noise] = rng.integers(0, 7, size=int(noise.sum()))
+    paths = []
+    calc_hist = functional.cv2.calcHist
+    monkeypatch.setattr(functional.cv2, "calcHist", lambda *a: paths.append("opencv") or calc_hist(*a))
+    joint = functional._joint_byte_histogram(gts, preds)
+    if block == 1 << 19:  # one block: runs (≈ 3% of pixels start one) or noise (≈ 50%)
+        assert ("opencv" in paths) == (flip == 0.5)
+    expected = np.bincount((gts.astype(np.int64).ravel() << 8) | preds.ravel(), minlength=1 << 16)
+    np.testing.assert_array_equal(joint.numpy().ravel(), expected)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
@@ -48,8 +47,9 @@ class VSSMetrics(nn.Module):
         self.ignore_index = ignore_index
         self.iou = SemanticIoU(num_classes, ignore_index)
         self.boundary = BoundaryIoU(num_classes, boundary_width, boundary_mode, ignore_index)
-        self.consistency = nn.ModuleDict(
-            {f"mVC{n}": VideoConsistency(n, vc_windows, num_classes, ignore_index) for n in vc_lengths}
+        # One metric for every window length: they share one pass over the frames.
+        self.consistency = (
+            VideoConsistency(tuple(vc_lengths), vc_windows, num_classes, ignore_index) if vc_lengths else None
         )
 
     def update(
@@ -63,18 +63,19 @@ class VSSMetrics(nn.Module):
             lambda: self.iou.update(preds, target, validate=False),
             lambda: self.boundary.update(preds, target, validate=False),
         ]
-        updates += [
-            functools.partial(metric.update, preds, target, video=video, start=start, last=last, validate=False)
-            for metric in self.consistency.values()
-        ]
+        if self.consistency is not None:
+            updates.append(
+                lambda: self.consistency.update(preds, target, video=video, start=start, last=last, validate=False)
+            )
         run_all(updates, preds.device)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Returns ``{"mIoU", "WIoU", "mBIoU", "mVC8", "mVC16", "per_class_iou"}`` (fractions)."""
         iou = self.iou.compute()
         results = {"mIoU": iou["mIoU"], "WIoU": iou["FWIoU"], "mBIoU": self.boundary.compute()}
-        for name, metric in self.consistency.items():
-            results[name] = metric.compute()
+        if self.consistency is not None:
+            for n, value in self.consistency.compute().items():
+                results[f"mVC{n}"] = value
         results["per_class_iou"] = iou["per_class_iou"]
         return results
 
@@ -82,5 +83,5 @@ class VSSMetrics(nn.Module):
         """Clears every metric."""
         self.iou.reset()
         self.boundary.reset()
-        for metric in self.consistency.values():
-            metric.reset()
+        if self.consistency is not None:
+            self.consistency.reset()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torchmetrics import Metric
 
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
-from vssam2.metrics.functional import StableRuns, advance_stable_runs, check_pair, exact_mean
+from vssam2.metrics.functional import (
+    StableRuns,
+    advance_stable_runs,
+    check_pair,
+    check_window_lengths,
+    exact_mean,
+)
 
 WINDOW_COUNTS = ("scripts", "paper")
 
@@ -18,7 +25,7 @@ class _OpenVideo:
     """What a video carries into its next chunk."""
 
     runs: StableRuns
-    pending: tuple[int, int] | None  # ("scripts") counts of the window ending at the last frame
+    pending: dict[int, tuple[int, int]]  # ("scripts") per n, counts of the window ending at the last frame
 
 
 class VideoConsistency(Metric):
@@ -31,13 +38,14 @@ class VideoConsistency(Metric):
 
     Videos arrive as ordered chunks (``update`` per chunk, with the index of its first frame).
     Per open video the metric keeps its last frame and, per pixel, how many frame pairs in a
-    row have been stable (capped at n − 1), so each frame is compared once with the previous
-    one whatever n and the chunking: any chunking gives the same result as whole videos. A
-    video must be scored entirely on one process: shard data by whole videos under DDP (the
-    window scores, not the frames, are synced).
+    row have been stable (capped at the longest n − 1), so each frame is compared once with the
+    previous one whatever n and the chunking: any chunking gives the same result as whole
+    videos. Several window lengths (``n=(8, 16)``) share that one pass. A video must be scored
+    entirely on one process: shard data by whole videos under DDP (the window scores, not the
+    frames, are synced).
 
     Args:
-        n: window length in frames (8 and 16 in the paper).
+        n: window length in frames (8 and 16 in the paper), or several lengths scored together.
         windows: "scripts" — T−n windows per video (starts 0…T−n−1, the reference scripts);
             "paper" — T−n+1 windows (Eq. 4 as printed).
         num_classes: number of classes C (for input validation).
@@ -50,15 +58,15 @@ class VideoConsistency(Metric):
 
     def __init__(
         self,
-        n: int = 8,
+        n: int | Sequence[int] = 8,
         windows: str = "scripts",
         num_classes: int = NUM_CLASSES,
         ignore_index: int = IGNORE_INDEX,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if not 2 <= n <= 256:
-            raise ValueError(f"n must be in 2..256 (run lengths are counted in bytes), got {n}")
+        self.single = isinstance(n, int)
+        self.lengths = tuple(dict.fromkeys(check_window_lengths((n,) if self.single else n)))
         if windows not in WINDOW_COUNTS:
             raise ValueError(f"windows must be one of {WINDOW_COUNTS}, got {windows!r}")
         self.n = n
@@ -67,9 +75,10 @@ class VideoConsistency(Metric):
         self.ignore_index = ignore_index
         # The scripts never let a window end on a video's last frame, so a window is scored
         # only once the frame after it has arrived.
-        self._lag = 1 if windows == "scripts" else 0
+        self._lag = windows == "scripts"
         self.set_dtype(torch.float64)
-        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        for length in self.lengths:
+            self.add_state(f"scores_{length}", default=[], dist_reduce_fx="cat")
         self._open: dict[str, _OpenVideo] = {}
         self._finished: set[str] = set()
 
@@ -112,15 +121,18 @@ class VideoConsistency(Metric):
                 f"video {video!r}: frame size changed from {tuple(runs.target.shape)} "
                 f"to {tuple(target.shape[1:])} at frame {start}"
             )
-        runs, counts = advance_stable_runs(runs, preds, target, self.n)
-        if open_video is not None and open_video.pending is not None:
-            counts.insert(0, open_video.pending)
-        # "scripts": a window is scored only once a later frame shows it does not end the video.
-        pending = counts.pop() if self._lag and counts else None
-        if counts:
-            both, gt_stable = torch.tensor(counts, dtype=torch.float64).unbind(1)
-            keep = gt_stable > 0
-            self.scores.append(both[keep] / gt_stable[keep])
+        runs, counts = advance_stable_runs(runs, preds, target, self.lengths)
+        pending: dict[int, tuple[int, int]] = {}
+        for length, windows in counts.items():
+            if open_video is not None and length in open_video.pending:
+                windows.insert(0, open_video.pending[length])
+            # "scripts": a window is scored only once a later frame shows it does not end the video.
+            if self._lag and windows:
+                pending[length] = windows.pop()
+            if windows:
+                both, gt_stable = torch.tensor(windows, dtype=torch.float64).unbind(1)
+                keep = gt_stable > 0
+                getattr(self, f"scores_{length}").append(both[keep] / gt_stable[keep])
         if last:
             self._open.pop(video, None)
             self._finished.add(video)
@@ -129,9 +141,11 @@ class VideoConsistency(Metric):
             runs.preds, runs.target = runs.preds.clone(), runs.target.clone()
             self._open[video] = _OpenVideo(runs, pending)
 
-    def compute(self) -> torch.Tensor:
-        """Returns mVC_n in [0, 1] (NaN when no window had GT-stable pixels)."""
-        return exact_mean(self.scores)
+    def compute(self) -> torch.Tensor | dict[int, torch.Tensor]:
+        """Returns mVC_n in [0, 1] (NaN when no window had GT-stable pixels); with several
+        lengths, a dict {n: mVC_n}."""
+        values = {length: exact_mean(getattr(self, f"scores_{length}")) for length in self.lengths}
+        return values[self.lengths[0]] if self.single else values
 
     def reset(self) -> None:
         """Clears the scores and every open video."""
