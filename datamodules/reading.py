@@ -6,6 +6,7 @@ which would turn class ids into palette colours.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from vssam2.labels import IGNORE_INDEX, out_of_range_ids
+from vssam2.parallel import run_all
 
 from .errors import DataError
 from .index import VideoEntry
@@ -121,36 +123,40 @@ def load_frames_range(
             both files and sizes) or label ids out of range.
     """
     ref_path = video.mask_path(0)
-    ref_size = image_size(ref_path) if start > 0 else None
+    ref_size = image_size(ref_path)
     methods = list(video.pred_dirs) if load_preds else []
-    frames: list[np.ndarray] = []
-    gts: list[np.ndarray] = []
-    preds: dict[str, list[np.ndarray]] = {method: [] for method in methods}
-    for index in range(start, stop):
+
+    def read(index: int) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
         mask_path = video.mask_path(index)
         gt = read_mask(mask_path, layout, num_classes)  # (H, W) uint8
-        if ref_size is None:
-            ref_size = gt.shape
         _check_size(mask_path, gt.shape, ref_path, ref_size)
-        gts.append(gt)
         frame_path = video.frame_path(index)
+        frame = None
         if load_frames:
             frame = read_frame(frame_path)  # (H, W, 3) uint8
             _check_size(frame_path, frame.shape[:2], mask_path, gt.shape)
-            frames.append(frame)
         else:
             _check_size(frame_path, image_size(frame_path), mask_path, gt.shape)
+        preds = []
         for method in methods:
             pred_path = video.pred_path(method, index)
             pred = read_prediction(pred_path, method, num_classes)  # (H, W) uint8
             _check_size(pred_path, pred.shape, mask_path, gt.shape)
-            preds[method].append(pred)
+            preds.append(pred)
+        return gt, frame, preds
+
+    # PNG / JPEG decoding releases the GIL: frames are read one per core (the first error in
+    # frame order is raised). Inside DataLoader workers torch runs 1 thread, so this is serial.
+    read_frames = run_all([functools.partial(read, index) for index in range(start, stop)], "cpu")
     out: dict[str, torch.Tensor | dict[str, torch.Tensor]] = {
-        "gt": torch.from_numpy(np.stack(gts)),  # (T, H, W) uint8
-        "preds": {method: torch.from_numpy(np.stack(stack)) for method, stack in preds.items()},
+        "gt": torch.from_numpy(np.stack([gt for gt, _, _ in read_frames])),  # (T, H, W) uint8
+        "preds": {
+            method: torch.from_numpy(np.stack([preds[k] for _, _, preds in read_frames]))  # (T, H, W) uint8
+            for k, method in enumerate(methods)
+        },
     }
     if load_frames:
-        out["frames"] = torch.from_numpy(np.stack(frames))  # (T, H, W, 3) uint8
+        out["frames"] = torch.from_numpy(np.stack([frame for _, frame, _ in read_frames]))  # (T, H, W, 3) uint8
     return out
 
 

@@ -619,3 +619,16 @@ def test_streams_synthetic_dataset(tmp_path: Path) -> None:
     assert streamed == counts and len(counts) == 2
     vipseg = VIPSegDataModule(str(tmp_path / "vipseg"), clip_len=4, load_frames=False)
     assert sum(len(b["frame_ids"]) for b in vipseg.test_dataloader()) == vipseg.index("val").num_frames
+
+
+def test_frames_read_side_by_side_report_the_first_bad_frame(vspw: SimpleNamespace) -> None:
+    """A chunk's files are decoded on several threads; the error is still the first bad frame's."""
+    corrupt_file(_mask(vspw.root, 3))  # frames 0-3 are one chunk (clip_len=4)
+    corrupt_file(_pred(vspw.pred_dir, 1))
+    dm = pred_module(vspw)
+    dm.setup("test")
+    with pytest.raises(DataError) as info:
+        for _ in dm.test_dataloader():
+            pass
+    assert str(_pred(vspw.pred_dir, 1)) in str(info.value)
+    assert str(_mask(vspw.root, 3)) not in str(info.value)

@@ -59,9 +59,9 @@ class VSSMetrics(nn.Module):
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)  # once for all
         # Each metric's update is a few long single-threaded kernels that release the GIL:
         # on the CPU they run side by side, one per core.
-        updates = [
-            lambda: self.iou.update(preds, target, validate=False),
+        updates = [  # the longest first, so that the shorter ones share the other core
             lambda: self.boundary.update(preds, target, validate=False),
+            lambda: self.iou.update(preds, target, validate=False),
         ]
         if self.consistency is not None:
             updates.append(

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vssam2.labels import IGNORE_INDEX, out_of_range_ids
+from vssam2.parallel import run_all
 
 
 def as_label_map(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -102,8 +103,13 @@ def check_pair(
         return preds, target
     if preds.shape != target.shape:
         raise ValueError(f"preds and target shapes differ: {tuple(preds.shape)} vs {tuple(target.shape)}")
-    check_label_range(preds, num_classes, "preds", ignore_index)
-    check_label_range(target, num_classes, "target", ignore_index)
+    run_all(  # two independent scans: one per core on the CPU
+        [
+            lambda: check_label_range(preds, num_classes, "preds", ignore_index),
+            lambda: check_label_range(target, num_classes, "target", ignore_index),
+        ],
+        target.device,
+    )
     return preds, target
 
 
