@@ -360,7 +360,9 @@ def test_joint_histogram_run_length_and_opencv_paths_equal_bincount(monkeypatch,
     blocks to OpenCV: every block size and noise level gives the plain bincount."""
     import vssam2.metrics.functional as functional
 
-    monkeypatch.setattr(functional, "RUN_BLOCK", block)
+    import vssam2.runs
+
+    monkeypatch.setattr(vssam2.runs, "RUN_BLOCK", block)
     rng = np.random.default_rng(block)
     gts = np.repeat(rng.integers(0, 7, size=(3, 11, 4), dtype=np.uint8), 100, axis=2)[..., :397]  # runs of 100
     gts[:, ::5] = IGNORE
@@ -371,7 +373,7 @@ def test_joint_histogram_run_length_and_opencv_paths_equal_bincount(monkeypatch,
     calc_hist = functional.cv2.calcHist
     monkeypatch.setattr(functional.cv2, "calcHist", lambda *a: paths.append("opencv") or calc_hist(*a))
     joint = functional._joint_byte_histogram(gts, preds)
-    if block == 1 << 19:  # one block: runs (≈ 3% of pixels start one) or noise (≈ 50%)
+    if block == 1 << 19:  # runs (≈ 3% of pixels start one) or noise (≈ 50%)
         assert ("opencv" in paths) == (flip == 0.5)
     expected = np.bincount((gts.astype(np.int64).ravel() << 8) | preds.ravel(), minlength=1 << 16)
     np.testing.assert_array_equal(joint.numpy().ravel(), expected)
