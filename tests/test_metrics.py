@@ -377,3 +377,25 @@ def test_joint_histogram_run_length_and_opencv_paths_equal_bincount(monkeypatch,
         assert ("opencv" in paths) == (flip == 0.5)
     expected = np.bincount((gts.astype(np.int64).ravel() << 8) | preds.ravel(), minlength=1 << 16)
     np.testing.assert_array_equal(joint.numpy().ravel(), expected)
+
+
+@pytest.mark.parametrize("windows", ["scripts", "paper"])
+def test_torch_kernels_equal_host_kernels(monkeypatch, windows):
+    """The torch code that scores CUDA tensors, run here on CPU tensors, gives the numbers of the
+    numpy / OpenCV kernels, chunk by chunk (confusion matrix, band, run-length state)."""
+    import vssam2.metrics.functional as functional
+
+    rng = np.random.default_rng(3)
+    videos = [random_video(rng, frames, 21, 26, 5, flip=0.04) for frames in (9, 20)]
+
+    def score() -> dict[str, float]:
+        metrics = VSSMetrics(num_classes=5, vc_windows=windows, boundary_width=2, vc_lengths=(2, 8))
+        for k, (pred, gt) in enumerate(videos):
+            for a in range(0, len(gt), 6):
+                metrics.update(t(pred[a : a + 6]), t(gt[a : a + 6]), video=f"v{k}", start=a, last=a + 6 >= len(gt))
+        out = metrics.compute()
+        return {name: value.tolist() for name, value in out.items()}
+
+    host = score()
+    monkeypatch.setattr(functional, "host_kernels", lambda x: False)
+    assert score() == host

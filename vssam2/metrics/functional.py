@@ -20,6 +20,17 @@ from vssam2.parallel import run_all
 from vssam2.runs import count_runs, run_starts
 
 
+def host_kernels(x: torch.Tensor) -> bool:
+    """Whether ``x`` is scored with the CPU kernels (numpy / OpenCV) rather than torch's.
+
+    On the CPU, numpy's and OpenCV's byte kernels are SIMD, single-threaded and release the
+    GIL; torch's are ≈ 10× slower on uint8 maps and spread each op over OpenMP threads that
+    then spin against the updates VSSMetrics runs side by side. Elsewhere (CUDA) the torch
+    code runs; the tests run it on the CPU by patching this function.
+    """
+    return x.device.type == "cpu"
+
+
 def as_label_map(x: torch.Tensor, name: str) -> torch.Tensor:
     """Returns ``x`` as a (N, H, W) integer label map; a single (H, W) map gets N = 1.
 
@@ -44,7 +55,7 @@ def not_equal(x: torch.Tensor, value: int) -> torch.Tensor:
     On CPU, torch compares a uint8 tensor with a Python scalar through a slow broadcast kernel
     (≈ 10× numpy's time on a 16-frame 480p chunk), so CPU tensors go through their numpy view.
     """
-    if x.device.type == "cpu":
+    if host_kernels(x):
         return torch.from_numpy(x.numpy() != value)
     return x != value
 
@@ -56,19 +67,14 @@ def count_true(mask: torch.Tensor) -> torch.Tensor:
     reduction over the two pixel dims; elsewhere the uint8 view is summed into int32, which
     cannot overflow for an image (H·W < 2³¹).
     """
-    if mask.device.type == "cpu":
+    if host_kernels(mask):
         return torch.tensor([np.count_nonzero(image) for image in mask.numpy()], dtype=torch.int64)
     return mask.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32).long()
 
 
-def _opencv_rows(x: torch.Tensor) -> np.ndarray:
-    """A CPU (..., W) tensor as a C-contiguous 2-D (rows, W) numpy array, as OpenCV takes it."""
-    return np.ascontiguousarray(x.numpy()).reshape(-1, x.shape[-1])
-
-
 def check_label_range(x: torch.Tensor, num_classes: int, name: str, ignore_index: int = IGNORE_INDEX) -> None:
     """Raises ValueError if ``x`` holds ids outside 0…num_classes−1 that are not ``ignore_index``."""
-    if x.device.type == "cpu":
+    if host_kernels(x):
         values = out_of_range_ids(x.numpy(), num_classes - 1, ignore_index)
     else:
         bad = ((x < 0) | (x >= num_classes)) & (x != ignore_index)
@@ -121,7 +127,7 @@ def _joint_byte_histogram(rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
     on segmentation maps); noisy maps by OpenCV's 2-D 8-bit histogram, which counts in float32,
     exact below 2²⁴ per bin, so it is called on row blocks of fewer pixels than that.
     """
-    rows, cols = rows.reshape(-1), cols.reshape(-1)  # (S,) uint8 each
+    rows, cols = np.ravel(rows), np.ravel(cols)  # (S,) uint8 each (copies only if not contiguous)
     starts = run_starts((rows, cols))
     if starts is not None:
         codes = (rows[starts].astype(np.int32) << 8) | cols[starts]  # (R,) one code per run
@@ -162,8 +168,8 @@ def confusion_matrix(
         # One joint histogram of (target, pred) byte pairs over all pixels: no boolean gather,
         # no int64 temporaries. Row ignore_index (ignored GT) is dropped; column ignore_index
         # becomes the "no prediction" column.
-        if target.device.type == "cpu":
-            joint = _joint_byte_histogram(_opencv_rows(target), _opencv_rows(preds))
+        if host_kernels(target):
+            joint = _joint_byte_histogram(target.numpy(), preds.numpy())
         else:
             code = (target.to(torch.int32) << 8) | preds.to(torch.int32)
             joint = torch.bincount(code.reshape(-1), minlength=256 * 256).view(256, 256)
@@ -277,7 +283,7 @@ def boundary_band(target: torch.Tensor, width: int = 5, ignore_index: int = IGNO
     """
     if width < 1:
         raise ValueError(f"boundary width must be >= 1, got {width}")
-    if target.device.type == "cpu" and target.dtype == torch.uint8:
+    if host_kernels(target) and target.dtype == torch.uint8:
         # OpenCV's square grey-level dilation / erosion (separable, SIMD) are the same window
         # max / min; its default border value leaves pixels outside the image out.
         kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
@@ -300,7 +306,7 @@ def boundary_agreement(
         (band, agree): (N,) int64 each.
     """
     band = boundary_band(target, width, ignore_index)  # (N, H, W) bool
-    if band.device.type == "cpu":  # numpy: torch's CPU byte compare is ≈ 10× slower
+    if host_kernels(band):
         same = np.empty(band.shape[1:], dtype=bool)  # (H, W)
         sizes, agree = [], []
         for b, p, t in zip(band.numpy(), preds.numpy(), target.numpy()):
@@ -375,25 +381,22 @@ class StableRuns:
 
     def advance(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Takes the next (H, W) frame: each run ← min(run + 1, longest − 1) where the pair is stable, else 0."""
-        if target.device.type == "cpu":
-            # numpy's byte kernels are SIMD and single-threaded; torch's CPU ones are ≈ 10× slower
-            # here and split every op over OpenMP threads that spin against the metrics that
-            # VSSMetrics runs side by side.
+        if host_kernels(target):
             same = np.equal(target.numpy(), self.target.numpy())  # (H, W) bool
             _advance_run(self.gt_run.numpy(), same, self.below_cap.numpy())
             same &= np.equal(preds.numpy(), self.preds.numpy())
             _advance_run(self.both_run.numpy(), same, self.below_cap.numpy())
         else:
             same = target == self.target
-            self.gt_run.clamp_(max=self.longest - 2).add_(1).mul_(same.view(torch.uint8))
+            torch.minimum(self.gt_run, self.below_cap, out=self.gt_run).add_(1).mul_(same.view(torch.uint8))
             same &= preds == self.preds
-            self.both_run.clamp_(max=self.longest - 2).add_(1).mul_(same.view(torch.uint8))
+            torch.minimum(self.both_run, self.below_cap, out=self.both_run).add_(1).mul_(same.view(torch.uint8))
         self.preds, self.target = preds, target
         self.frames += 1
 
     def window_counts(self, n: int) -> tuple[int, int]:
         """(|GT-stable ∧ pred-stable|, |GT-stable|) of the n-frame window ending at the last frame."""
-        if self.gt_run.device.type == "cpu":
+        if host_kernels(self.gt_run):
             both = np.count_nonzero(self.both_run.numpy() >= n - 1)
             return int(both), int(np.count_nonzero(self.gt_run.numpy() >= n - 1))
         stable = torch.stack([self.both_run >= n - 1, self.gt_run >= n - 1])  # (2, H, W) bool
