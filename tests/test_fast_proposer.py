@@ -207,3 +207,25 @@ def test_point_grid_is_sam2s():
     g = point_grid(4, 30, 50)
     assert g.shape == (16, 2)
     np.testing.assert_allclose(g, build_all_layer_point_grids(4, 0, 1)[0] * [[50, 30]])
+
+
+def test_boxes_and_buffered_upsampling_equal_sam2s():
+    """_mask_boxes from row / column maxima equals sam2's batched_mask_to_box of the thresholded
+    logits (empty and one-pixel masks included); the buffered upsampling equals F.interpolate."""
+    from sam2.utils.amg import batched_mask_to_box
+
+    from vssam2.masklets.fast_proposer import _mask_boxes, _upsample
+
+    gen = torch.Generator().manual_seed(0)
+    low = torch.randn(7, 16, 16, generator=gen) * 3
+    low[2] = -5.0  # empty after thresholding
+    low[4] = -5.0
+    low[4, 15, 0] = 50.0  # one corner cell
+    buffer = torch.empty(0)
+    for size in ((37, 61), (20, 11)):  # the buffer is resized, then reused for a smaller batch
+        up = _upsample(low, *size, buffer)
+        expected = torch.nn.functional.interpolate(low[:, None], size, mode="bilinear", align_corners=False)[:, 0]
+        assert torch.equal(up, expected)
+        for threshold in (0.0, 1.5):
+            assert torch.equal(_mask_boxes(up, threshold), batched_mask_to_box(up > threshold))
+    assert _mask_boxes(torch.zeros(0, 5, 6), 0.0).shape == (0, 4)

@@ -64,13 +64,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
-from sam2.utils.amg import batched_mask_to_box, build_all_layer_point_grids, calculate_stability_score
+from sam2.utils.amg import build_all_layer_point_grids, calculate_stability_score
 from sam2.utils.transforms import SAM2Transforms
 from torchvision.ops.boxes import batched_nms
 
 from vssam2.masklets.proposals import ProposalParams, Proposals
 
 __all__ = ["FastMaskDecoder", "FastProposer", "point_grid"]
+
+
+# Candidates whose full-resolution logits are held at once (32 × 480 × 853 float32 ≈ 52 MB).
+UPSAMPLE_BATCH: int = 32
 
 
 def point_grid(points_per_side: int, height: int, width: int) -> np.ndarray:
@@ -405,6 +409,7 @@ class FastProposer:
         px = points[:, 0].long().clamp_(0, width - 1)
         py = points[:, 1].long().clamp_(0, height - 1)
         covered = torch.zeros(n_points, dtype=torch.bool, device=dev)
+        up_buffer = torch.empty(0, device=dev)  # reused: a fresh ~50 MB output per batch costs its page faults again
         kept_iou, kept_stab, kept_box, kept_binary = [], [], [], []
         n_decoded = n_cand = n_iou = 0
         for start in range(0, n_points, p.points_per_batch):
@@ -434,15 +439,16 @@ class FastProposer:
                     keep = stab >= p.stability_score_thresh
                     low, iou, stab = low[keep], iou[keep], stab[keep]
             boxes, stabs = [], []
-            for j in range(0, low.shape[0], 32):  # full-res logits of 32 masks at a time
-                up = _upsample(low[j : j + 32], height, width)
+            for j in range(0, low.shape[0], UPSAMPLE_BATCH):  # full-res logits of a few masks at a time
+                up = _upsample(low[j : j + UPSAMPLE_BATCH], height, width, up_buffer)
                 if not self.lowres_stability:
                     stabs.append(calculate_stability_score(up, p.mask_threshold, p.stability_score_offset))
-                binary = up > p.mask_threshold
-                if not self.lowres_stability and p.stability_score_thresh > 0.0:
-                    binary = binary[stabs[-1] >= p.stability_score_thresh]
-                boxes.append(batched_mask_to_box(binary))
+                    if p.stability_score_thresh > 0.0:
+                        stable = stabs[-1] >= p.stability_score_thresh
+                        up = up if bool(stable.all()) else up[stable]
+                boxes.append(_mask_boxes(up, p.mask_threshold))
                 # Kept, not recomputed after NMS: the survivors' masks are these very pixels.
+                binary = up > p.mask_threshold
                 kept_binary.append(binary)
                 if self.skip_covered and binary.shape[0]:
                     covered |= binary[:, py, px].any(dim=0)
@@ -463,14 +469,18 @@ class FastProposer:
         n_stab = iou.numel()
         if iou.numel():
             keep = batched_nms(boxes.float(), iou, torch.zeros_like(boxes[:, 0]), iou_threshold=p.box_nms_thresh)
+            if p.min_mask_region_area <= 0:
+                # NMS keeps by descending score: order by predicted IoU (stable) before the one
+                # gather of the survivors' full-res masks.
+                keep = keep[torch.argsort(iou[keep], descending=True, stable=True)]
             iou, stab, boxes = iou[keep], stab[keep], boxes[keep]
             masks = torch.cat(kept_binary)[keep]  # (K, H, W) bool
         else:
             masks = torch.zeros(0, height, width, dtype=torch.bool, device=dev)
         if p.min_mask_region_area > 0 and masks.shape[0]:
             masks, iou, stab = _small_regions(masks, iou, stab, boxes, p.min_mask_region_area, p.box_nms_thresh)
-        order = torch.argsort(iou, descending=True, stable=True)
-        masks, iou, stab = masks[order], iou[order], stab[order]
+            order = torch.argsort(iou, descending=True, stable=True)
+            masks, iou, stab = masks[order], iou[order], stab[order]
         timings["postprocess"] += time.perf_counter() - t0
         self.stats = {
             "points": n_points, "decoded": n_decoded, "candidates": n_cand,
@@ -487,9 +497,45 @@ def _as_numpy(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _upsample(low: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, h, w) low-res logits -> (N, H, W), as ``SAM2Transforms.postprocess_masks``."""
-    return F.interpolate(low[:, None].float(), (height, width), mode="bilinear", align_corners=False)[:, 0]
+def _upsample(low: torch.Tensor, height: int, width: int, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, h, w) low-res logits -> (N, H, W), as ``SAM2Transforms.postprocess_masks``.
+
+    With ``buffer`` the result is written into it (resized when too small) and a view of it
+    is returned: the values of ``F.interpolate(..., mode="bilinear", align_corners=False)``
+    (the same ATen kernel), without a fresh allocation per batch.
+    """
+    low = low[:, None].float()
+    if buffer is None:
+        return F.interpolate(low, (height, width), mode="bilinear", align_corners=False)[:, 0]
+    shape = (low.shape[0], 1, height, width)
+    if buffer.numel() < math.prod(shape):
+        buffer.resize_(shape)
+    out = buffer.view(-1)[: math.prod(shape)].view(shape)
+    torch.ops.aten.upsample_bilinear2d.out(low, [height, width], False, None, None, out=out)
+    return out[:, 0]
+
+
+def _mask_boxes(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """XYXY int64 boxes of ``logits > threshold``: sam2's ``batched_mask_to_box``, from row and
+    column maxima of the logits (a row holds a mask pixel iff its maximum is above the
+    threshold) instead of two index-returning reductions over a bool mask; (0, 0, 0, 0) when empty.
+
+    Args:
+        logits: (N, H, W) float full-resolution logits.
+        threshold: the mask threshold.
+    """
+    n, height, width = logits.shape
+    if n == 0:
+        return torch.zeros(0, 4, dtype=torch.long, device=logits.device)
+    rows = logits.amax(dim=-1) > threshold  # (N, H) bool
+    cols = logits.amax(dim=-2) > threshold  # (N, W) bool
+    ys = torch.arange(height, device=logits.device)
+    xs = torch.arange(width, device=logits.device)
+    bottom = (rows * ys).amax(dim=-1)
+    top = torch.where(rows, ys, height).amin(dim=-1)
+    right = (cols * xs).amax(dim=-1)
+    left = torch.where(cols, xs, width).amin(dim=-1)
+    return torch.stack([left, top, right, bottom], dim=-1) * rows.any(dim=-1, keepdim=True)
 
 
 def _small_regions(
