@@ -73,8 +73,11 @@ from vssam2.masklets.proposals import ProposalParams, Proposals
 __all__ = ["FastMaskDecoder", "FastProposer", "point_grid"]
 
 
-# Candidates whose full-resolution logits are held at once (32 × 480 × 853 float32 ≈ 52 MB).
-UPSAMPLE_BATCH: int = 32
+# Full-resolution logits held at once, in pixels: 8 × 480 × 853 float32 ≈ 13 MB stays in the
+# last-level cache across the upsampling, stability, box and threshold passes (measured on 2
+# cores at 1024: 1.8 ms per 480p candidate in batches of 8 vs 2.2 ms in batches of 32), while
+# small frames still go in large batches (per-op overhead).
+UPSAMPLE_PIXELS: int = 8 * 480 * 853
 
 
 def point_grid(points_per_side: int, height: int, width: int) -> np.ndarray:
@@ -439,8 +442,9 @@ class FastProposer:
                     keep = stab >= p.stability_score_thresh
                     low, iou, stab = low[keep], iou[keep], stab[keep]
             boxes, stabs = [], []
-            for j in range(0, low.shape[0], UPSAMPLE_BATCH):  # full-res logits of a few masks at a time
-                up = _upsample(low[j : j + UPSAMPLE_BATCH], height, width, up_buffer)
+            batch = max(1, UPSAMPLE_PIXELS // (height * width))
+            for j in range(0, low.shape[0], batch):  # full-res logits of a few masks at a time
+                up = _upsample(low[j : j + batch], height, width, up_buffer)
                 if not self.lowres_stability:
                     stabs.append(calculate_stability_score(up, p.mask_threshold, p.stability_score_offset))
                     if p.stability_score_thresh > 0.0:
@@ -449,7 +453,7 @@ class FastProposer:
                 boxes.append(_mask_boxes(up, p.mask_threshold))
                 # Kept, not recomputed after NMS: the survivors' masks are these very pixels.
                 binary = up > p.mask_threshold
-                kept_binary.append(binary)
+                kept_binary.extend(binary.unbind(0))  # (H, W) views: the survivors are gathered once
                 if self.skip_covered and binary.shape[0]:
                     covered |= binary[:, py, px].any(dim=0)
             if not self.lowres_stability:
@@ -474,7 +478,7 @@ class FastProposer:
                 # gather of the survivors' full-res masks.
                 keep = keep[torch.argsort(iou[keep], descending=True, stable=True)]
             iou, stab, boxes = iou[keep], stab[keep], boxes[keep]
-            masks = torch.cat(kept_binary)[keep]  # (K, H, W) bool
+            masks = torch.stack([kept_binary[k] for k in keep.tolist()])  # (K, H, W) bool, one copy
         else:
             masks = torch.zeros(0, height, width, dtype=torch.bool, device=dev)
         if p.min_mask_region_area > 0 and masks.shape[0]:
