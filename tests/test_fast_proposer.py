@@ -214,7 +214,7 @@ def test_boxes_and_buffered_upsampling_equal_sam2s():
     logits (empty and one-pixel masks included); the buffered upsampling equals F.interpolate."""
     from sam2.utils.amg import batched_mask_to_box
 
-    from vssam2.masklets.fast_proposer import _mask_boxes, _upsample
+    from vssam2.masklets.fast_proposer import _mask_boxes, _upsample_into
 
     gen = torch.Generator().manual_seed(0)
     low = torch.randn(7, 16, 16, generator=gen) * 3
@@ -222,10 +222,31 @@ def test_boxes_and_buffered_upsampling_equal_sam2s():
     low[4] = -5.0
     low[4, 15, 0] = 50.0  # one corner cell
     buffer = torch.empty(0)
-    for size in ((37, 61), (20, 11)):  # the buffer is resized, then reused for a smaller batch
-        up = _upsample(low, *size, buffer)
+    for size in ((20, 11), (37, 61), (20, 11)):  # grown once, then reused for a smaller batch
+        up, grown = _upsample_into(low, *size, buffer)
+        assert grown is buffer or buffer.numel() < grown.numel()
+        buffer = grown
+        up.numpy()  # numpy views pin the storage: the next call must not resize it
         expected = torch.nn.functional.interpolate(low[:, None], size, mode="bilinear", align_corners=False)[:, 0]
         assert torch.equal(up, expected)
         for threshold in (0.0, 1.5):
             assert torch.equal(_mask_boxes(up, threshold), batched_mask_to_box(up > threshold))
     assert _mask_boxes(torch.zeros(0, 5, 6), 0.0).shape == (0, 4)
+
+
+def test_host_stability_and_threshold_equal_sam2s():
+    """The numpy stability score and mask threshold equal sam2's torch ones bit for bit,
+    including a mask with an empty union (NaN) and thresholds not representable in float32."""
+    from sam2.utils.amg import calculate_stability_score
+
+    from vssam2.masklets.fast_proposer import _above, _stability_score
+
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 29, 41, generator=gen) * 2
+    logits[3] = -9.0
+    for threshold, offset in ((0.0, 1.0), (0.0, 0.5), (0.1, 0.3)):
+        ours, theirs = _stability_score(logits, threshold, offset), calculate_stability_score(logits, threshold, offset)
+        assert ours.dtype == theirs.dtype
+        assert torch.equal(ours.nan_to_num(-1.0), theirs.nan_to_num(-1.0))
+        assert torch.isnan(ours[3])
+        assert torch.equal(_above(logits, threshold), logits > threshold)

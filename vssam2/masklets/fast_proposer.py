@@ -444,15 +444,15 @@ class FastProposer:
             boxes, stabs = [], []
             batch = max(1, UPSAMPLE_PIXELS // (height * width))
             for j in range(0, low.shape[0], batch):  # full-res logits of a few masks at a time
-                up = _upsample(low[j : j + batch], height, width, up_buffer)
+                up, up_buffer = _upsample_into(low[j : j + batch], height, width, up_buffer)
                 if not self.lowres_stability:
-                    stabs.append(calculate_stability_score(up, p.mask_threshold, p.stability_score_offset))
+                    stabs.append(_stability_score(up, p.mask_threshold, p.stability_score_offset))
                     if p.stability_score_thresh > 0.0:
                         stable = stabs[-1] >= p.stability_score_thresh
                         up = up if bool(stable.all()) else up[stable]
                 boxes.append(_mask_boxes(up, p.mask_threshold))
                 # Kept, not recomputed after NMS: the survivors' masks are these very pixels.
-                binary = up > p.mask_threshold
+                binary = _above(up, p.mask_threshold)
                 kept_binary.extend(binary.unbind(0))  # (H, W) views: the survivors are gathered once
                 if self.skip_covered and binary.shape[0]:
                     covered |= binary[:, py, px].any(dim=0)
@@ -501,22 +501,46 @@ def _as_numpy(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _upsample(low: torch.Tensor, height: int, width: int, buffer: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, h, w) low-res logits -> (N, H, W), as ``SAM2Transforms.postprocess_masks``.
+def _upsample_into(
+    low: torch.Tensor, height: int, width: int, buffer: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, h, w) low-res logits -> (N, H, W) as ``SAM2Transforms.postprocess_masks`` upsamples
+    them (``F.interpolate``, bilinear, ``align_corners=False``: the same ATen kernel and values),
+    written into ``buffer``.
 
-    With ``buffer`` the result is written into it (resized when too small) and a view of it
-    is returned: the values of ``F.interpolate(..., mode="bilinear", align_corners=False)``
-    (the same ATen kernel), without a fresh allocation per batch.
+    Returns:
+        (N, H, W) view of the buffer, and the buffer: a new, larger one when ``buffer`` is too
+        small (its storage cannot be resized once numpy has viewed it).
     """
-    low = low[:, None].float()
-    if buffer is None:
-        return F.interpolate(low, (height, width), mode="bilinear", align_corners=False)[:, 0]
     shape = (low.shape[0], 1, height, width)
     if buffer.numel() < math.prod(shape):
-        buffer.resize_(shape)
+        buffer = torch.empty(shape, device=low.device)
     out = buffer.view(-1)[: math.prod(shape)].view(shape)
-    torch.ops.aten.upsample_bilinear2d.out(low, [height, width], False, None, None, out=out)
-    return out[:, 0]
+    torch.ops.aten.upsample_bilinear2d.out(low[:, None].float(), [height, width], False, None, None, out=out)
+    return out[:, 0], buffer
+
+
+def _above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``logits > threshold`` as a new bool tensor; on the CPU through numpy, whose float32
+    compare is ≈ 3× torch's here (same result)."""
+    if logits.device.type == "cpu":
+        return torch.from_numpy(np.greater(logits.numpy(), np.float32(threshold)))
+    return logits > threshold
+
+
+def _stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """sam2's ``calculate_stability_score`` (same int32 counts, same float32 ratio): on the CPU
+    the two compares and counts run in numpy, ≈ 2× faster here."""
+    if logits.device.type != "cpu":
+        return calculate_stability_score(logits, threshold, offset)
+    values = logits.numpy()
+    above = np.empty(values.shape, dtype=bool)  # (N, H, W), reused for both thresholds
+    counts = []
+    for level in (threshold + offset, threshold - offset):
+        np.greater(values, np.float32(level), out=above)
+        counts.append([np.count_nonzero(mask) for mask in above])
+    inter, union = torch.tensor(counts, dtype=torch.int32).reshape(2, -1)
+    return inter / union
 
 
 def _mask_boxes(logits: torch.Tensor, threshold: float) -> torch.Tensor:
