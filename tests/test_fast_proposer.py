@@ -209,13 +209,16 @@ def test_point_grid_is_sam2s():
     np.testing.assert_allclose(g, build_all_layer_point_grids(4, 0, 1)[0] * [[50, 30]])
 
 
-def test_boxes_and_buffered_upsampling_equal_sam2s():
-    """_mask_boxes from row / column maxima equals sam2's batched_mask_to_box of the thresholded
-    logits (empty and one-pixel masks included); the buffered upsampling equals F.interpolate."""
+@pytest.mark.parametrize("host", [True, False], ids=["numpy", "torch"])
+def test_boxes_and_buffered_upsampling_equal_sam2s(monkeypatch, host):
+    """_mask_boxes from row / column ``any`` equals sam2's batched_mask_to_box of the thresholded
+    logits, on the numpy and the torch path (empty and one-pixel masks included); the buffered upsampling equals F.interpolate."""
     from sam2.utils.amg import batched_mask_to_box
 
+    from vssam2.masklets import fast_proposer
     from vssam2.masklets.fast_proposer import _mask_boxes, _upsample_into
 
+    monkeypatch.setattr(fast_proposer, "host_kernels", lambda x: host)  # False: the CUDA code on the CPU
     gen = torch.Generator().manual_seed(0)
     low = torch.randn(7, 16, 16, generator=gen) * 3
     low[2] = -5.0  # empty after thresholding
@@ -230,17 +233,43 @@ def test_boxes_and_buffered_upsampling_equal_sam2s():
         expected = torch.nn.functional.interpolate(low[:, None], size, mode="bilinear", align_corners=False)[:, 0]
         assert torch.equal(up, expected)
         for threshold in (0.0, 1.5):
-            assert torch.equal(_mask_boxes(up, threshold), batched_mask_to_box(up > threshold))
-    assert _mask_boxes(torch.zeros(0, 5, 6), 0.0).shape == (0, 4)
+            expected = batched_mask_to_box(up > threshold)
+            assert torch.equal(_mask_boxes(up > threshold), expected)
+    assert _mask_boxes(torch.zeros(0, 5, 6, dtype=torch.bool)).shape == (0, 4)
 
 
-def test_host_stability_and_threshold_equal_sam2s():
+@pytest.mark.parametrize("host", [True, False], ids=["numpy", "torch"])
+def test_mask_store_gathers_the_masks_it_was_given(monkeypatch, host):
+    """Masks added batch by batch (from a reused scratch buffer, H·W not a multiple of 8) come
+    back bit for bit, in any requested order, on the packed (numpy) and the torch path."""
+    from vssam2.masklets import fast_proposer
+
+    monkeypatch.setattr(fast_proposer, "host_kernels", lambda x: host)
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(11, 13, 7, generator=gen)
+    store, scratch = fast_proposer._MaskStore(13, 7, torch.device("cpu")), fast_proposer._Scratch()
+    assert store.gather(torch.zeros(0, dtype=torch.long)).shape == (0, 13, 7)
+    added = []  # candidate ids in the order they were added: some rows of each batch are dropped
+    for start, stop, rows in ((0, 4, None), (4, 5, [0]), (5, 11, [4, 1, 2])):
+        out = scratch.bools((stop - start, 13, 7)) if host else None  # overwritten by the next batch
+        binary = fast_proposer._above(logits[start:stop], 0.3, out)
+        store.parts.append(store.pack(binary, None if rows is None else torch.tensor(rows)))
+        added += [start + r for r in (range(stop - start) if rows is None else rows)]
+    index = torch.tensor([7, 0, 4, 3, 6])
+    out = store.gather(index)
+    assert out.dtype == torch.bool and torch.equal(out, logits[torch.tensor(added)[index]] > 0.3)
+
+
+@pytest.mark.parametrize("host", [True, False], ids=["numpy", "torch"])
+def test_host_stability_and_threshold_equal_sam2s(monkeypatch, host):
     """The numpy stability score and mask threshold equal sam2's torch ones bit for bit,
     including a mask with an empty union (NaN) and thresholds not representable in float32."""
     from sam2.utils.amg import calculate_stability_score
 
+    from vssam2.masklets import fast_proposer
     from vssam2.masklets.fast_proposer import _above, _stability_score
 
+    monkeypatch.setattr(fast_proposer, "host_kernels", lambda x: host)
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(6, 29, 41, generator=gen) * 2
     logits[3] = -9.0
@@ -250,3 +279,4 @@ def test_host_stability_and_threshold_equal_sam2s():
         assert torch.equal(ours.nan_to_num(-1.0), theirs.nan_to_num(-1.0))
         assert torch.isnan(ours[3])
         assert torch.equal(_above(logits, threshold), logits > threshold)
+

@@ -68,6 +68,7 @@ from sam2.utils.amg import build_all_layer_point_grids, calculate_stability_scor
 from sam2.utils.transforms import SAM2Transforms
 from torchvision.ops.boxes import batched_nms
 
+from vssam2.host_kernels import host_kernels
 from vssam2.masklets.proposals import ProposalParams, Proposals
 
 __all__ = ["FastMaskDecoder", "FastProposer", "point_grid"]
@@ -380,6 +381,41 @@ class FastProposer:
         return feats[-1], feats[:-1]
 
     @torch.no_grad()
+    def _full_res_pass(
+        self, up: torch.Tensor, out: np.ndarray | None, py: torch.Tensor, px: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, np.ndarray | torch.Tensor, torch.Tensor | None]:
+        """Filters and keeps full-resolution candidates: exact stability score and filter
+        (unless ``lowres_stability``), the binary masks of the stable ones, their boxes and,
+        with ``skip_covered``, which grid points they cover.
+
+        Args:
+            up: (n, H, W) float full-resolution logits.
+            out: (n, H, W) bool host scratch for the compares (None off the host).
+            py, px: (P,) int64 pixel rows / columns of the grid points.
+
+        Returns:
+            (n,) stability scores of all candidates (None with ``lowres_stability``), (k, 4) boxes
+            of the stable ones, their masks as stored by :class:`_MaskStore`, and their (k, P)
+            bool grid-point hits (None without ``skip_covered``).
+        """
+        p = self.params
+        stab, rows = None, None  # rows: the stable rows of ``up``, None for all
+        if not self.lowres_stability:
+            stab = _stability_score(up, p.mask_threshold, p.stability_score_offset, out)
+            if p.stability_score_thresh > 0.0:
+                stable = stab >= p.stability_score_thresh
+                rows = None if bool(stable.all()) else stable.nonzero().flatten()
+        # Kept, not recomputed after NMS: the survivors' masks are these very pixels. All rows
+        # are thresholded, then the small results picked: gathering the stable rows' logits
+        # first cost a fresh float copy per batch (page faults) for no gain.
+        binary = _above(up, p.mask_threshold, out)  # (n, H, W) bool, in ``out`` on the host
+        boxes = _mask_boxes(binary)
+        hits = binary[:, py, px] if self.skip_covered else None  # (n, P) bool
+        if rows is not None:
+            boxes = boxes[rows]
+            hits = None if hits is None else hits[rows]
+        return stab, boxes, _MaskStore.pack(binary, rows), hits
+
     def propose(self, image: torch.Tensor, backbone_out: dict[str, Any] | None = None) -> Proposals:
         """(H, W, 3) uint8 RGB frame -> proposals (see the module docstring)."""
         p = self.params
@@ -413,7 +449,9 @@ class FastProposer:
         py = points[:, 1].long().clamp_(0, height - 1)
         covered = torch.zeros(n_points, dtype=torch.bool, device=dev)
         up_buffer = torch.empty(0, device=dev)  # reused: a fresh ~50 MB output per batch costs its page faults again
-        kept_iou, kept_stab, kept_box, kept_binary = [], [], [], []
+        kept_iou, kept_stab, kept_box = [], [], []
+        kept_masks = _MaskStore(height, width, dev)
+        scratch = _Scratch()
         n_decoded = n_cand = n_iou = 0
         for start in range(0, n_points, p.points_per_batch):
             idx = torch.arange(start, min(start + p.points_per_batch, n_points), device=dev)
@@ -445,22 +483,20 @@ class FastProposer:
             batch = max(1, UPSAMPLE_PIXELS // (height * width))
             for j in range(0, low.shape[0], batch):  # full-res logits of a few masks at a time
                 up, up_buffer = _upsample_into(low[j : j + batch], height, width, up_buffer)
-                if not self.lowres_stability:
-                    stabs.append(_stability_score(up, p.mask_threshold, p.stability_score_offset))
-                    if p.stability_score_thresh > 0.0:
-                        stable = stabs[-1] >= p.stability_score_thresh
-                        up = up if bool(stable.all()) else up[stable]
-                boxes.append(_mask_boxes(up, p.mask_threshold))
-                # Kept, not recomputed after NMS: the survivors' masks are these very pixels.
-                binary = _above(up, p.mask_threshold)
-                kept_binary.extend(binary.unbind(0))  # (H, W) views: the survivors are gathered once
-                if self.skip_covered and binary.shape[0]:
-                    covered |= binary[:, py, px].any(dim=0)
+                out = scratch.bools(tuple(up.shape)) if host_kernels(up) else None
+                # Not split over threads: numpy's compares and counts here did not scale on 2 cores.
+                stab_part, box, packed, hits = self._full_res_pass(up, out, py, px)
+                if stab_part is not None:
+                    stabs.append(stab_part)
+                boxes.append(box)
+                kept_masks.parts.append(packed)
+                if hits is not None:
+                    covered |= hits.any(dim=0)
             if not self.lowres_stability:
                 stab = torch.cat(stabs) if stabs else iou.new_zeros(0)
                 if p.stability_score_thresh > 0.0:
                     keep = stab >= p.stability_score_thresh
-                    low, iou, stab = low[keep], iou[keep], stab[keep]
+                    iou, stab = iou[keep], stab[keep]  # not ``low``: done with, and a copy is page faults
             kept_iou.append(iou)
             kept_stab.append(stab)
             kept_box.append(torch.cat(boxes) if boxes else torch.zeros(0, 4, device=dev, dtype=torch.long))
@@ -478,7 +514,7 @@ class FastProposer:
                 # gather of the survivors' full-res masks.
                 keep = keep[torch.argsort(iou[keep], descending=True, stable=True)]
             iou, stab, boxes = iou[keep], stab[keep], boxes[keep]
-            masks = torch.stack([kept_binary[k] for k in keep.tolist()])  # (K, H, W) bool, one copy
+            masks = kept_masks.gather(keep)  # (K, H, W) bool
         else:
             masks = torch.zeros(0, height, width, dtype=torch.bool, device=dev)
         if p.min_mask_region_area > 0 and masks.shape[0]:
@@ -520,21 +556,89 @@ def _upsample_into(
     return out[:, 0], buffer
 
 
-def _above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
-    """``logits > threshold`` as a new bool tensor; on the CPU through numpy, whose float32
-    compare is ≈ 3× torch's here (same result)."""
-    if logits.device.type == "cpu":
-        return torch.from_numpy(np.greater(logits.numpy(), np.float32(threshold)))
+class _Scratch:
+    """A host bool buffer reused by the full-resolution compares of one frame.
+
+    Every fresh byte costs its page fault here (≈ 0.6 ns/byte, 3–4× the compare itself), so
+    the compares write into one buffer and only what is kept is copied out, bit-packed.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = np.empty(0, dtype=bool)
+
+    def bools(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A bool array of ``shape`` over the buffer (grown when too small); overwritten by the next call."""
+        size = math.prod(shape)
+        if self.buffer.size < size:
+            self.buffer = np.empty(size, dtype=bool)
+        return self.buffer[:size].reshape(shape)
+
+
+class _MaskStore:
+    """Binary masks of the candidates that passed the filters, in candidate order; the NMS
+    survivors are gathered once at the end.
+
+    On the host each mask is kept bit-packed (``np.packbits``, 1/8 of the memory: a bool copy
+    per candidate cost ≈ 0.3 ms at 480p in page faults alone, packing ≈ 0.03 ms) and the
+    survivors are unpacked straight into the output; elsewhere the bool tensors are kept as
+    they are and stacked.
+    """
+
+    UNPACK_ROWS = 8  # masks unpacked at a time in ``gather`` (≈ 3 MB at 480p)
+
+    def __init__(self, height: int, width: int, device: torch.device) -> None:
+        self.shape = (height, width)
+        self.device = device
+        self.parts: list[np.ndarray] | list[torch.Tensor] = []
+
+    @staticmethod
+    def pack(binary: torch.Tensor, rows: torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
+        """The stored form of the masks ``binary[rows]`` (all when ``rows`` is None) of (N, H, W)
+        bool masks, to append to ``parts`` in candidate order; a copy, so ``binary`` may be a
+        scratch view."""
+        if host_kernels(binary):
+            packed = np.packbits(binary.numpy().reshape(binary.shape[0], -1), axis=1)  # (N, ⌈HW/8⌉) uint8
+            return packed if rows is None else packed[rows.numpy()]
+        return binary.clone() if rows is None else binary[rows]
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """(K,) int64 positions in the order masks were added -> (K, H, W) bool."""
+        if not self.parts:
+            return torch.zeros(0, *self.shape, dtype=torch.bool, device=self.device)
+        if isinstance(self.parts[0], np.ndarray):
+            packed = np.concatenate(self.parts)[index.cpu().numpy()]  # (K, ⌈HW/8⌉) uint8
+            masks = torch.empty(packed.shape[0], *self.shape, dtype=torch.bool)
+            bits = masks.numpy().reshape(packed.shape[0], -1).view(np.uint8)  # (K, HW), 0 / 1 are bools
+            # Unpacked a few masks at a time through a small temporary into torch's memory: numpy's
+            # own large (hugepage-advised) output stalled for up to 1 s on page compaction here.
+            for start in range(0, packed.shape[0], self.UNPACK_ROWS):
+                stop = start + self.UNPACK_ROWS
+                bits[start:stop] = np.unpackbits(packed[start:stop], axis=1, count=bits.shape[1])
+            return masks
+        return torch.cat(self.parts)[index]
+
+
+def _above(logits: torch.Tensor, threshold: float, out: np.ndarray | None = None) -> torch.Tensor:
+    """``logits > threshold`` as a bool tensor.
+
+    On the CPU through numpy, whose float32 compare is ≈ 3× torch's here (same result); with
+    ``out`` (a bool array of the logits' shape, e.g. from :class:`_Scratch`) written there.
+    """
+    if host_kernels(logits):
+        return torch.from_numpy(np.greater(logits.numpy(), np.float32(threshold), out=out))
     return logits > threshold
 
 
-def _stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+def _stability_score(
+    logits: torch.Tensor, threshold: float, offset: float, out: np.ndarray | None = None
+) -> torch.Tensor:
     """sam2's ``calculate_stability_score`` (same int32 counts, same float32 ratio): on the CPU
-    the two compares and counts run in numpy, ≈ 2× faster here."""
-    if logits.device.type != "cpu":
+    the two compares and counts run in numpy, ≈ 2× faster here, in ``out`` when given (a bool
+    array of the logits' shape)."""
+    if not host_kernels(logits):
         return calculate_stability_score(logits, threshold, offset)
     values = logits.numpy()
-    above = np.empty(values.shape, dtype=bool)  # (N, H, W), reused for both thresholds
+    above = np.empty(values.shape, dtype=bool) if out is None else out  # (N, H, W), both thresholds
     counts = []
     for level in (threshold + offset, threshold - offset):
         np.greater(values, np.float32(level), out=above)
@@ -543,22 +647,34 @@ def _stability_score(logits: torch.Tensor, threshold: float, offset: float) -> t
     return inter / union
 
 
-def _mask_boxes(logits: torch.Tensor, threshold: float) -> torch.Tensor:
-    """XYXY int64 boxes of ``logits > threshold``: sam2's ``batched_mask_to_box``, from row and
-    column maxima of the logits (a row holds a mask pixel iff its maximum is above the
-    threshold) instead of two index-returning reductions over a bool mask; (0, 0, 0, 0) when empty.
+def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """XYXY int64 boxes of bool masks, as sam2's ``batched_mask_to_box``; (0, 0, 0, 0) when empty.
+
+    A row (column) holds a mask pixel iff its ``any`` is true, so the boxes come from two
+    ``any`` reductions and the first / last true entry of each, instead of sam2's two
+    index-returning reductions over the masks; on the CPU all of it in numpy, whose bool
+    reductions are ≈ 5× torch's here and whose small-array ops cost microseconds, not tens.
 
     Args:
-        logits: (N, H, W) float full-resolution logits.
-        threshold: the mask threshold.
+        masks: (N, H, W) bool.
     """
-    n, height, width = logits.shape
+    n, height, width = masks.shape
     if n == 0:
-        return torch.zeros(0, 4, dtype=torch.long, device=logits.device)
-    rows = logits.amax(dim=-1) > threshold  # (N, H) bool
-    cols = logits.amax(dim=-2) > threshold  # (N, W) bool
-    ys = torch.arange(height, device=logits.device)
-    xs = torch.arange(width, device=logits.device)
+        return torch.zeros(0, 4, dtype=torch.long, device=masks.device)
+    if host_kernels(masks):
+        values = masks.numpy()
+        extents = []
+        for axis in (-2, -1):  # columns (x), then rows (y)
+            hit = values.any(axis=axis)  # (N, W) or (N, H) bool
+            first = hit.argmax(axis=1)
+            last = hit.shape[1] - 1 - hit[:, ::-1].argmax(axis=1)
+            extents.append((first, last))
+        (left, right), (top, bottom) = extents
+        boxes = np.stack([left, top, right, bottom], axis=1) * hit.any(axis=1, keepdims=True)
+        return torch.from_numpy(boxes.astype(np.int64))
+    rows, cols = masks.any(dim=-1), masks.any(dim=-2)  # (N, H), (N, W) bool
+    ys = torch.arange(height, device=masks.device)
+    xs = torch.arange(width, device=masks.device)
     bottom = (rows * ys).amax(dim=-1)
     top = torch.where(rows, ys, height).amin(dim=-1)
     right = (cols * xs).amax(dim=-1)

@@ -15,20 +15,10 @@ import cv2
 import numpy as np
 import torch
 
+from vssam2.host_kernels import host_kernels
 from vssam2.labels import IGNORE_INDEX, out_of_range_ids
 from vssam2.parallel import run_all
 from vssam2.runs import count_runs, run_starts
-
-
-def host_kernels(x: torch.Tensor) -> bool:
-    """Whether ``x`` is scored with the CPU kernels (numpy / OpenCV) rather than torch's.
-
-    On the CPU, numpy's and OpenCV's byte kernels are SIMD, single-threaded and release the
-    GIL; torch's are ≈ 10× slower on uint8 maps and spread each op over OpenMP threads that
-    then spin against the updates VSSMetrics runs side by side. Elsewhere (CUDA) the torch
-    code runs; the tests run it on the CPU by patching this function.
-    """
-    return x.device.type == "cpu"
 
 
 def as_label_map(x: torch.Tensor, name: str) -> torch.Tensor:
