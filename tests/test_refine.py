@@ -123,6 +123,16 @@ def test_bad_inputs():
         majority_vote(t(np.zeros((2, 2), int)), t(np.full((2, 2), 130, np.uint8)))
     with pytest.raises(ValueError, match=">= 0"):
         majority_vote(t(np.full((2, 2), -1)), t(np.zeros((2, 2), np.uint8)))
+    with pytest.raises(ValueError, match=">= 0"):  # one negative id among valid ones, int32
+        majority_vote(t(np.array([[3, 0], [-7, 1]], np.int32)), t(np.zeros((2, 2), np.uint8)))
+    with pytest.raises(ValueError, match="< 2\\*\\*31"):  # would wrap when narrowed to int32
+        majority_vote(t(np.array([[2**32 + 1, 1]])), t(np.zeros((1, 2), np.uint8)))
+    # uint8 base ids are checked on the vote histogram: every bad value is named, and bad
+    # pixels outside masklets count too; a wider base goes through the id check up front.
+    base = np.array([[0, 200, 7, 255]], np.uint8)
+    for dtype in (np.uint8, np.int64):
+        with pytest.raises(ValueError, match=r"out of range .*: \[7, 200\]"):
+            majority_vote(t(np.array([[1, 1, 0, 0]])), t(base.astype(dtype)), num_classes=5)
 
 
 def test_oracle_masklets_improve_a_boundary_noisy_prediction():

@@ -42,19 +42,40 @@ class VoteResult:
     applied: torch.Tensor
 
 
-def _id_range(seg: torch.Tensor) -> tuple[int, int]:
-    """(min, max) of a flat id tensor, (0, 0) when empty.
+def _max_id(seg: torch.Tensor) -> int:
+    """Largest id of a flat int32 id tensor (0 when empty).
 
-    On the CPU each thread reduces its own slice with numpy: torch's parallel reduction leaves
-    its OpenMP threads spinning afterwards, taking the cores from the slice workers that follow.
+    Read as uint32, negative ids lie above every valid one, so one max pass finds the largest
+    id and any negative id at once (min and max were two). On the CPU each thread reduces its
+    own slice with numpy: torch's parallel reduction leaves its OpenMP threads spinning
+    afterwards, taking the cores from the slice workers that follow.
+
+    Raises:
+        ValueError: if an id is negative.
     """
     if seg.numel() == 0:
-        return 0, 0
+        return 0
     if seg.device.type != "cpu":
-        return tuple(int(v) for v in torch.aminmax(seg))
-    flat = seg.numpy()
-    parts = map_slices(flat.size, lambda a, b: (int(flat[a:b].min()), int(flat[a:b].max())), seg.device)
-    return min(p[0] for p in parts), max(p[1] for p in parts)
+        low, high = (int(v) for v in torch.aminmax(seg))
+    else:
+        flat = seg.numpy().view(np.uint32)
+        high = max(map_slices(flat.size, lambda a, b: int(flat[a:b].max()), seg.device))
+        low = -1 if high > np.iinfo(np.int32).max else 0
+    if low < 0:
+        raise ValueError("segment ids must be >= 0 (0 = no masklet)")
+    return high
+
+
+def _check_voted_ids(votes: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Raises ValueError if any pixel voted for a base id outside 0…C−1 and ``ignore_index``:
+    the histogram has a column per byte value, so a uint8 base is checked for free."""
+    extra = votes[:, num_classes:].sum(dim=0)  # (256 − C,) pixels per id ≥ C
+    extra[ignore_index - num_classes] = 0
+    values = (torch.nonzero(extra).flatten() + num_classes)[:10].tolist()
+    if values:
+        raise ValueError(
+            f"base prediction: label ids out of range (allowed 0..{num_classes - 1} and {ignore_index}): {values}"
+        )
 
 
 def _vote_histogram(
@@ -73,15 +94,16 @@ def _vote_histogram(
         raise TypeError("segments and base must hold integer ids")
     if not (num_classes <= ignore_index <= 255):
         raise ValueError(f"need num_classes <= ignore_index <= 255 (ids travel as bytes), got {num_classes}, {ignore_index}")
-    check_label_range(base, num_classes, "base prediction", ignore_index)
+    if base.dtype != torch.uint8:  # a uint8 base is checked on its vote histogram, for free
+        check_label_range(base, num_classes, "base prediction", ignore_index)
     seg = segments.reshape(-1)
+    if seg.dtype == torch.int64 and seg.numel() and int(seg.max()) > np.iinfo(np.int32).max:
+        raise ValueError(f"segment ids must be < 2**31, got {int(seg.max())}")
     seg = seg if seg.dtype == torch.int32 else seg.to(torch.int32)
     flat_base = base.reshape(-1)
     # uint8 ORs into the int32 code as is; wider ids are narrowed (all are < 256 by now)
     flat_base = flat_base if flat_base.dtype in (torch.uint8, torch.int32) else flat_base.to(torch.int32)
-    min_id, max_id = _id_range(seg)
-    if min_id < 0:
-        raise ValueError("segment ids must be >= 0 (0 = no masklet)")
+    max_id = _max_id(seg)
 
     # Ids are used as histogram rows directly; sparse huge ids are compacted first.
     if (max_id + 1) * 256 > MAX_DIRECT_BINS:
@@ -109,8 +131,9 @@ def _vote_histogram(
             part.bitwise_or_(flat_base[start:stop])
         return torch.bincount(part, minlength=bins)
 
-    votes = torch.stack(map_slices(seg.numel(), count, seg.device)).sum(dim=0)
-    return code, row_ids, votes.cpu().reshape(-1, 256)
+    votes = torch.stack(map_slices(seg.numel(), count, seg.device)).sum(dim=0).cpu().reshape(-1, 256)
+    _check_voted_ids(votes, num_classes, ignore_index)
+    return code, row_ids, votes
 
 
 def majority_vote(
