@@ -371,7 +371,9 @@ def main() -> int:
     ap.add_argument("--obj-bias", type=float, default=10.0)
     ap.add_argument("--study-params", action="store_true", help="study thresholds (0.6/0.8/0.9/0.7)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-objects", action="store_true", help="ours tracks all objects of a window in one batch")
+    ap.add_argument("--batch-objects", action=argparse.BooleanOptionalAction, default=True,
+                    help="ours tracks all objects of a window in one batch (SAM2VideoSource's default); "
+                         "--no-batch-objects: one object at a time, as stock")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
