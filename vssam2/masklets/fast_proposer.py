@@ -44,8 +44,11 @@ Where the time goes in sam2 and what this module does instead (measured on 2 CPU
   any filter. Here only candidates that pass the predicted-IoU filter are upsampled (exact
   stability, default), or with ``lowres_stability=True`` the stability score is computed on
   the low-res logits and only survivors are upsampled (faster, stability values differ
-  slightly; see the tests/benchmark for numbers). Only NMS survivors are upsampled for the
-  output masks; no RLE round trip.
+  slightly; see the tests/benchmark for numbers). Each candidate is upsampled once, a few at a
+  time into one reused buffer; its stability counts, binary mask and box come from that one
+  upsampling, the stable candidates' masks are kept bit-packed, and the NMS survivors are
+  unpacked once into the output; no RLE round trip. Nothing full-resolution is allocated per
+  candidate: on a CPU every fresh page costs a fault that outweighs the compare itself.
 
 Options that depart from sam2: ``bf16`` (autocast of encoder and decoder in bfloat16) and
 ``skip_covered`` (points are decoded in batches of ``points_per_batch``; a later point that
