@@ -253,7 +253,7 @@ def test_mask_store_gathers_the_masks_it_was_given(monkeypatch, host):
     for start, stop, rows in ((0, 4, None), (4, 5, [0]), (5, 11, [4, 1, 2])):
         out = scratch.bools((stop - start, 13, 7)) if host else None  # overwritten by the next batch
         binary = fast_proposer._above(logits[start:stop], 0.3, out)
-        store.parts.append(store.pack(binary, None if rows is None else torch.tensor(rows)))
+        store.append(store.pack(binary, None if rows is None else torch.tensor(rows)))
         added += [start + r for r in (range(stop - start) if rows is None else rows)]
     index = torch.tensor([7, 0, 4, 3, 6])
     out = store.gather(index)

@@ -383,7 +383,6 @@ class FastProposer:
         feats = [f.permute(1, 2, 0).reshape(1, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
         return feats[-1], feats[:-1]
 
-    @torch.no_grad()
     def _full_res_pass(
         self, up: torch.Tensor, out: np.ndarray | None, py: torch.Tensor, px: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor, np.ndarray | torch.Tensor, torch.Tensor | None]:
@@ -419,6 +418,7 @@ class FastProposer:
             hits = None if hits is None else hits[rows]
         return stab, boxes, _MaskStore.pack(binary, rows), hits
 
+    @torch.no_grad()
     def propose(self, image: torch.Tensor, backbone_out: dict[str, Any] | None = None) -> Proposals:
         """(H, W, 3) uint8 RGB frame -> proposals (see the module docstring)."""
         p = self.params
@@ -492,7 +492,7 @@ class FastProposer:
                 if stab_part is not None:
                     stabs.append(stab_part)
                 boxes.append(box)
-                kept_masks.parts.append(packed)
+                kept_masks.append(packed)
                 if hits is not None:
                     covered |= hits.any(dim=0)
             if not self.lowres_stability:
@@ -594,10 +594,14 @@ class _MaskStore:
         self.device = device
         self.parts: list[np.ndarray] | list[torch.Tensor] = []
 
+    def append(self, part: np.ndarray | torch.Tensor) -> None:
+        """Adds masks in the form :meth:`pack` returns, after those added before."""
+        self.parts.append(part)
+
     @staticmethod
     def pack(binary: torch.Tensor, rows: torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
         """The stored form of the masks ``binary[rows]`` (all when ``rows`` is None) of (N, H, W)
-        bool masks, to append to ``parts`` in candidate order; a copy, so ``binary`` may be a
+        bool masks, to :meth:`append` in candidate order; a copy, so ``binary`` may be a
         scratch view."""
         if host_kernels(binary):
             packed = np.packbits(binary.numpy().reshape(binary.shape[0], -1), axis=1)  # (N, ⌈HW/8⌉) uint8
