@@ -177,6 +177,20 @@ def test_backbone_out_reuse_gives_same_result(model, image):
     assert torch.equal(a.predicted_iou, b.predicted_iou)
 
 
+def test_propose_records_no_autograd_graph(model, image):
+    """Called outside any no_grad block, with weights that require grad (as a loaded model's
+    do), no module runs with grad enabled: a graph per prompt batch would cost time and memory."""
+    assert any(p.requires_grad for p in model.parameters())
+    grad_seen = []
+    hooks = [m.register_forward_pre_hook(lambda *_: grad_seen.append(torch.is_grad_enabled())) for m in model.modules()]
+    try:
+        FastProposer(model, CASES["iou+stability"]).propose(torch.from_numpy(image))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert grad_seen and not any(grad_seen)
+
+
 def test_min_mask_region_area_matches_sam2_postprocess(model, image):
     """sam2's generate() never calls postprocess_small_regions (1.1.0 passes the area to the
     predictor's CUDA-only hole filling, skipped on CPU): compare with it applied explicitly."""
