@@ -127,6 +127,8 @@ def test_bad_inputs():
         majority_vote(t(np.array([[3, 0], [-7, 1]], np.int32)), t(np.zeros((2, 2), np.uint8)))
     with pytest.raises(ValueError, match="< 2\\*\\*31"):  # would wrap when narrowed to int32
         majority_vote(t(np.array([[2**32 + 1, 1]])), t(np.zeros((1, 2), np.uint8)))
+    with pytest.raises(ValueError, match=">= 0"):  # -2**32 + 5 narrowed to int32 would read as 5
+        majority_vote(t(np.array([[-(2**32) + 5, 1]])), t(np.zeros((1, 2), np.uint8)))
     # uint8 base ids are checked on the vote histogram: every bad value is named, and bad
     # pixels outside masklets count too; a wider base goes through the id check up front.
     base = np.array([[0, 200, 7, 255]], np.uint8)

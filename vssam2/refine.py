@@ -97,8 +97,12 @@ def _vote_histogram(
     if base.dtype != torch.uint8:  # a uint8 base is checked on its vote histogram, for free
         check_label_range(base, num_classes, "base prediction", ignore_index)
     seg = segments.reshape(-1)
-    if seg.dtype == torch.int64 and seg.numel() and int(seg.max()) > np.iinfo(np.int32).max:
-        raise ValueError(f"segment ids must be < 2**31, got {int(seg.max())}")
+    if seg.dtype == torch.int64 and seg.numel():  # ids that would wrap when narrowed to int32
+        low, high = (int(v) for v in torch.aminmax(seg))
+        if low < 0:
+            raise ValueError("segment ids must be >= 0 (0 = no masklet)")
+        if high > np.iinfo(np.int32).max:
+            raise ValueError(f"segment ids must be < 2**31, got {high}")
     seg = seg if seg.dtype == torch.int32 else seg.to(torch.int32)
     flat_base = base.reshape(-1)
     # uint8 ORs into the int32 code as is; wider ids are narrowed (all are < 256 by now)
