@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
-from vssam2.metrics.functional import check_label_range
+from vssam2.host_kernels import host_kernels
+from vssam2.metrics.functional import check_label_range, label_range_error
 from vssam2.parallel import map_slices
 
 
@@ -55,7 +56,7 @@ def _max_id(seg: torch.Tensor) -> int:
     """
     if seg.numel() == 0:
         return 0
-    if seg.device.type != "cpu":
+    if not host_kernels(seg):
         low, high = (int(v) for v in torch.aminmax(seg))
     else:
         flat = seg.numpy().view(np.uint32)
@@ -73,9 +74,7 @@ def _check_voted_ids(votes: torch.Tensor, num_classes: int, ignore_index: int) -
     extra[ignore_index - num_classes] = 0
     values = (torch.nonzero(extra).flatten() + num_classes)[:10].tolist()
     if values:
-        raise ValueError(
-            f"base prediction: label ids out of range (allowed 0..{num_classes - 1} and {ignore_index}): {values}"
-        )
+        raise label_range_error("base prediction", num_classes, ignore_index, values)
 
 
 def _vote_histogram(
@@ -97,17 +96,21 @@ def _vote_histogram(
     if base.dtype != torch.uint8:  # a uint8 base is checked on its vote histogram, for free
         check_label_range(base, num_classes, "base prediction", ignore_index)
     seg = segments.reshape(-1)
-    if seg.dtype == torch.int64 and seg.numel():  # ids that would wrap when narrowed to int32
-        low, high = (int(v) for v in torch.aminmax(seg))
+    if seg.dtype == torch.int64 and seg.numel():
+        # Checked before narrowing, where out-of-range ids would wrap to valid ones; this scan
+        # also gives the largest id.
+        low, max_id = (int(v) for v in torch.aminmax(seg))
         if low < 0:
             raise ValueError("segment ids must be >= 0 (0 = no masklet)")
-        if high > np.iinfo(np.int32).max:
-            raise ValueError(f"segment ids must be < 2**31, got {high}")
-    seg = seg if seg.dtype == torch.int32 else seg.to(torch.int32)
+        if max_id > np.iinfo(np.int32).max:
+            raise ValueError(f"segment ids must be < 2**31, got {max_id}")
+        seg = seg.to(torch.int32)
+    else:
+        seg = seg if seg.dtype == torch.int32 else seg.to(torch.int32)
+        max_id = _max_id(seg)
     flat_base = base.reshape(-1)
     # uint8 ORs into the int32 code as is; wider ids are narrowed (all are < 256 by now)
     flat_base = flat_base if flat_base.dtype in (torch.uint8, torch.int32) else flat_base.to(torch.int32)
-    max_id = _max_id(seg)
 
     # Ids are used as histogram rows directly; sparse huge ids are compacted first.
     if (max_id + 1) * 256 > MAX_DIRECT_BINS:

@@ -66,9 +66,12 @@ def check_label_range(x: torch.Tensor, num_classes: int, name: str, ignore_index
         bad = ((x < 0) | (x >= num_classes)) & (x != ignore_index)
         values = torch.unique(x[bad])[:10].tolist() if bool(bad.any()) else []
     if values:
-        raise ValueError(
-            f"{name}: label ids out of range (allowed 0..{num_classes - 1} and {ignore_index}): {values}"
-        )
+        raise label_range_error(name, num_classes, ignore_index, values)
+
+
+def label_range_error(name: str, num_classes: int, ignore_index: int, values: list[int]) -> ValueError:
+    """The error for label ids ``values`` of map ``name`` outside 0…num_classes−1 and ``ignore_index``."""
+    return ValueError(f"{name}: label ids out of range (allowed 0..{num_classes - 1} and {ignore_index}): {values}")
 
 
 def check_pair(
