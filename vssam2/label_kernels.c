@@ -1,0 +1,719 @@
+/* Compiled CPU kernels over label maps: the passes that numpy / torch can only write as
+ * several full-size temporaries and a stalling histogram.
+ *
+ * Every function takes C-contiguous buffers (numpy arrays, or torch CPU tensors through
+ * .numpy()), checks their lengths, and releases the GIL while it runs, so Python threads can
+ * run kernels side by side. The Python side (vssam2.refine, vssam2.metrics.functional)
+ * chooses these kernels for CPU tensors and torch's for CUDA tensors (vssam2.host_kernels).
+ *
+ * Histograms over label maps hit the same counter pixel after pixel (long runs of one id):
+ * a plain `hist[code]++` then waits on its own previous store every pixel. These kernels
+ * count runs in a register instead, and skip over whole blocks of BLOCK equal pixels with
+ * one vectorised compare, so a region of one id costs a fraction of a cycle per pixel.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* Pixels compared at once on the fast path of the run-counting kernels. */
+#ifndef BLOCK
+#define BLOCK 32
+#endif
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buffer;
+
+static void release(Buffer *buffers, int count) {
+    for (int i = 0; i < count; i++) {
+        if (buffers[i].held) {
+            PyBuffer_Release(&buffers[i].view);
+            buffers[i].held = 0;
+        }
+    }
+}
+
+/* Gets a C-contiguous buffer of integers of `itemsize` bytes from `obj` (writable if asked):
+ * a float or mistyped array is an error, not a reinterpretation of its bytes. */
+static int get_buffer(PyObject *obj, Buffer *out, Py_ssize_t itemsize, int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &out->view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s array", name, writable ? " writable" : "");
+        return -1;
+    }
+    out->held = 1;
+    const char *format = out->view.format ? out->view.format : "B";
+    if (*format == '@' || *format == '=' || *format == '<' || *format == '>' || *format == '!') format++;
+    if (out->view.itemsize != itemsize || strlen(format) != 1 || !strchr("bBhHiIlLqQnN", *format)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %zd-byte integers, got format '%s' of %zd-byte items", name,
+                     itemsize, out->view.format ? out->view.format : "B", out->view.itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static Py_ssize_t items(const Buffer *b, Py_ssize_t itemsize) { return b->view.len / itemsize; }
+
+static int same_length(const Buffer *a, Py_ssize_t a_size, const Buffer *b, Py_ssize_t b_size, const char *what) {
+    if (items(a, a_size) != items(b, b_size)) {
+        PyErr_Format(PyExc_ValueError, "%s: lengths differ (%zd vs %zd)", what, items(a, a_size), items(b, b_size));
+        return -1;
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------------------------------- */
+/* Range check                                                                              */
+
+static Py_ssize_t count_out_of_range_impl(const uint8_t *x, Py_ssize_t n, uint8_t limit, uint8_t also) {
+    Py_ssize_t total = 0;
+    Py_ssize_t i = 0;
+    /* Byte counters per block of 255 pixels cannot overflow; the compare vectorises. */
+    while (i < n) {
+        Py_ssize_t stop = n - i < 255 ? n : i + 255;
+        uint8_t bad = 0;
+        for (; i < stop; i++) bad += (uint8_t)((x[i] >= limit) & (x[i] != also));
+        total += bad;
+    }
+    return total;
+}
+
+PyDoc_STRVAR(count_out_of_range_doc,
+             "count_out_of_range(ids, num_classes, also) -> int\n\n"
+             "Number of uint8 ids that are >= num_classes and != also (the ignore id).");
+
+static PyObject *count_out_of_range(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    int num_classes, also;
+    if (!PyArg_ParseTuple(args, "Oii", &obj, &num_classes, &also)) return NULL;
+    if (num_classes < 0 || num_classes > 256 || also < 0 || also > 255) {
+        PyErr_SetString(PyExc_ValueError, "need 0 <= num_classes <= 256 and 0 <= also <= 255");
+        return NULL;
+    }
+    Buffer ids;
+    memset(&ids, 0, sizeof ids);
+    if (get_buffer(obj, &ids, 1, 0, "ids") < 0) {
+        release(&ids, 1);
+        return NULL;
+    }
+    Py_ssize_t bad = 0;
+    if (num_classes < 256) {
+        Py_BEGIN_ALLOW_THREADS
+        bad = count_out_of_range_impl(ids.view.buf, ids.view.len, (uint8_t)num_classes, (uint8_t)also);
+        Py_END_ALLOW_THREADS
+    }
+    release(&ids, 1);
+    return PyLong_FromSsize_t(bad);
+}
+
+/* --------------------------------------------------------------------------------------- */
+/* Run-counting histograms                                                                  */
+
+/* Whether x[0..BLOCK) all equal v (one vectorised OR of differences). */
+static inline int block_equal_u8(const uint8_t *x, uint8_t v) {
+    uint8_t diff = 0;
+    for (int k = 0; k < BLOCK; k++) diff |= (uint8_t)(x[k] ^ v);
+    return diff == 0;
+}
+
+static inline int block_equal_u32(const uint32_t *x, uint32_t v) {
+    uint32_t diff = 0;
+    for (int k = 0; k < BLOCK; k++) diff |= x[k] ^ v;
+    return diff == 0;
+}
+
+/* Counting lanes: consecutive pixels go to LANES separate histograms, so a run of one code
+ * increments LANES different counters in turn instead of waiting on one counter's last store. */
+#define LANES 4
+/* Above this many bins, scratch lanes would cost more to clear and sum than they save. */
+#define MAX_LANE_BINS (1 << 18)
+
+typedef struct {
+    int64_t *lane[LANES];
+    int64_t *scratch;
+    Py_ssize_t bins;
+} Lanes;
+
+/* Lane 0 is the caller's histogram; the others are zeroed scratch (or the caller's too, when
+ * there are too many bins or no memory: then the counts are the same, only slower). */
+static void lanes_open(Lanes *lanes, int64_t *hist, Py_ssize_t bins) {
+    lanes->bins = bins;
+    lanes->scratch = bins <= MAX_LANE_BINS ? calloc((size_t)(LANES - 1) * (size_t)bins, sizeof(int64_t)) : NULL;
+    lanes->lane[0] = hist;
+    for (int k = 1; k < LANES; k++) lanes->lane[k] = lanes->scratch ? lanes->scratch + (k - 1) * bins : hist;
+}
+
+static void lanes_close(Lanes *lanes) {
+    if (!lanes->scratch) return;
+    for (int k = 1; k < LANES; k++)
+        for (Py_ssize_t b = 0; b < lanes->bins; b++) lanes->lane[0][b] += lanes->lane[k][b];
+    free(lanes->scratch);
+}
+
+/* hist[(rows[i] << 8) | cols[i]] += 1 for all i: blocks of one pair add BLOCK at once, the
+ * others count pixel by pixel over the lanes. */
+static void joint_histogram_impl(const uint8_t *rows, const uint8_t *cols, Py_ssize_t n, int64_t *hist) {
+    Lanes lanes;
+    lanes_open(&lanes, hist, 65536);
+    int64_t *h0 = lanes.lane[0], *h1 = lanes.lane[1], *h2 = lanes.lane[2], *h3 = lanes.lane[3];
+    Py_ssize_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        const uint8_t *r = rows + i, *c = cols + i;
+        if (block_equal_u8(r, r[0]) && block_equal_u8(c, c[0])) {
+            h0[((uint32_t)r[0] << 8) | c[0]] += BLOCK;
+            continue;
+        }
+        for (int k = 0; k < BLOCK; k += LANES) {
+            h0[((uint32_t)r[k] << 8) | c[k]]++;
+            h1[((uint32_t)r[k + 1] << 8) | c[k + 1]]++;
+            h2[((uint32_t)r[k + 2] << 8) | c[k + 2]]++;
+            h3[((uint32_t)r[k + 3] << 8) | c[k + 3]]++;
+        }
+    }
+    for (; i < n; i++) h0[((uint32_t)rows[i] << 8) | cols[i]]++;
+    lanes_close(&lanes);
+}
+
+PyDoc_STRVAR(joint_histogram_doc,
+             "joint_histogram(rows, cols, hist) -> None\n\n"
+             "Adds the counts of (rows[i], cols[i]) byte pairs to hist, an int64 buffer of 65536\n"
+             "bins indexed rows[i] * 256 + cols[i]; rows and cols are uint8 buffers of one length.");
+
+static PyObject *joint_histogram(PyObject *self, PyObject *args) {
+    PyObject *objs[3];
+    if (!PyArg_ParseTuple(args, "OOO", &objs[0], &objs[1], &objs[2])) return NULL;
+    Buffer b[3];
+    memset(b, 0, sizeof b);
+    if (get_buffer(objs[0], &b[0], 1, 0, "rows") < 0 || get_buffer(objs[1], &b[1], 1, 0, "cols") < 0 ||
+        get_buffer(objs[2], &b[2], 8, 1, "hist") < 0 || same_length(&b[0], 1, &b[1], 1, "rows and cols") < 0) {
+        release(b, 3);
+        return NULL;
+    }
+    if (items(&b[2], 8) != 65536) {
+        PyErr_Format(PyExc_ValueError, "hist: expected 65536 int64 bins, got %zd", items(&b[2], 8));
+        release(b, 3);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    joint_histogram_impl(b[0].view.buf, b[1].view.buf, b[0].view.len, b[2].view.buf);
+    Py_END_ALLOW_THREADS
+    release(b, 3);
+    Py_RETURN_NONE;
+}
+
+/* hist[(seg[i] << 8) | base[i]] += 1; returns the number of pixels whose id is not below
+ * rows (they are not counted). */
+static Py_ssize_t vote_histogram_impl(const uint32_t *seg, const uint8_t *base, Py_ssize_t n, uint32_t rows,
+                                      int64_t *hist) {
+    Lanes lanes;
+    lanes_open(&lanes, hist, (Py_ssize_t)rows * 256);
+    int64_t *h0 = lanes.lane[0], *h1 = lanes.lane[1], *h2 = lanes.lane[2], *h3 = lanes.lane[3];
+    Py_ssize_t bad = 0, i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        const uint32_t *s = seg + i;
+        const uint8_t *c = base + i;
+        if (block_equal_u32(s, s[0]) && s[0] < rows) {  /* one masklet: only the base ids vary */
+            int64_t *row0 = h0 + ((uint64_t)s[0] << 8), *row1 = h1 + ((uint64_t)s[0] << 8);
+            int64_t *row2 = h2 + ((uint64_t)s[0] << 8), *row3 = h3 + ((uint64_t)s[0] << 8);
+            if (block_equal_u8(c, c[0])) {
+                row0[c[0]] += BLOCK;
+                continue;
+            }
+            for (int k = 0; k < BLOCK; k += LANES) {
+                row0[c[k]]++;
+                row1[c[k + 1]]++;
+                row2[c[k + 2]]++;
+                row3[c[k + 3]]++;
+            }
+            continue;
+        }
+        uint32_t largest = 0;
+        for (int k = 0; k < BLOCK; k++) largest = s[k] > largest ? s[k] : largest;
+        if (largest >= rows) {  /* rare: a bad id; count pixel by pixel */
+            for (int k = 0; k < BLOCK; k++) {
+                if (s[k] < rows) h0[((uint64_t)s[k] << 8) | c[k]]++; else bad++;
+            }
+            continue;
+        }
+        for (int k = 0; k < BLOCK; k += LANES) {
+            h0[((uint64_t)s[k] << 8) | c[k]]++;
+            h1[((uint64_t)s[k + 1] << 8) | c[k + 1]]++;
+            h2[((uint64_t)s[k + 2] << 8) | c[k + 2]]++;
+            h3[((uint64_t)s[k + 3] << 8) | c[k + 3]]++;
+        }
+    }
+    for (; i < n; i++) {
+        if (seg[i] < rows) h0[((uint64_t)seg[i] << 8) | base[i]]++; else bad++;
+    }
+    lanes_close(&lanes);
+    return bad;
+}
+
+PyDoc_STRVAR(vote_histogram_doc,
+             "vote_histogram(segments, base, hist) -> int\n\n"
+             "Adds the counts of (segment id, base id) pairs to hist, an int64 buffer of rows * 256\n"
+             "bins indexed id * 256 + base id. segments is an int32 (or uint32) buffer, base a uint8\n"
+             "buffer of the same length. Returns how many pixels had an id outside 0...rows-1 (negative\n"
+             "int32 ids included); those are not counted.");
+
+static PyObject *vote_histogram(PyObject *self, PyObject *args) {
+    PyObject *objs[3];
+    if (!PyArg_ParseTuple(args, "OOO", &objs[0], &objs[1], &objs[2])) return NULL;
+    Buffer b[3];
+    memset(b, 0, sizeof b);
+    if (get_buffer(objs[0], &b[0], 4, 0, "segments") < 0 || get_buffer(objs[1], &b[1], 1, 0, "base") < 0 ||
+        get_buffer(objs[2], &b[2], 8, 1, "hist") < 0 || same_length(&b[0], 4, &b[1], 1, "segments and base") < 0) {
+        release(b, 3);
+        return NULL;
+    }
+    Py_ssize_t bins = items(&b[2], 8);
+    if (bins % 256 || bins / 256 > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "hist: expected rows * 256 int64 bins, got %zd", bins);
+        release(b, 3);
+        return NULL;
+    }
+    Py_ssize_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = vote_histogram_impl(b[0].view.buf, b[1].view.buf, items(&b[1], 1), (uint32_t)(bins / 256), b[2].view.buf);
+    Py_END_ALLOW_THREADS
+    release(b, 3);
+    return PyLong_FromSsize_t(bad);
+}
+
+/* out[i] = paint[seg[i]] where that is >= 0, else base[i]. A block of one id is one memset
+ * (or memcpy of the base): masklets are large, so almost every block is. Returns 0, or -1 at
+ * the first id not below rows (the output is then partial). */
+static int paint_votes_impl(const uint32_t *seg, const uint8_t *base, Py_ssize_t n, const int16_t *paint,
+                            uint32_t rows, uint8_t *out) {
+    Py_ssize_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        const uint32_t *s = seg + i;
+        if (block_equal_u32(s, s[0])) {
+            if (s[0] >= rows) return -1;
+            if (paint[s[0]] >= 0) memset(out + i, paint[s[0]], BLOCK);
+            else memcpy(out + i, base + i, BLOCK);
+            continue;
+        }
+        uint32_t largest = 0;
+        for (int k = 0; k < BLOCK; k++) largest = s[k] > largest ? s[k] : largest;
+        if (largest >= rows) return -1;
+        for (int k = 0; k < BLOCK; k++) {
+            int16_t value = paint[s[k]];
+            out[i + k] = value >= 0 ? (uint8_t)value : base[i + k];
+        }
+    }
+    for (; i < n; i++) {
+        if (seg[i] >= rows) return -1;
+        int16_t value = paint[seg[i]];
+        out[i] = value >= 0 ? (uint8_t)value : base[i];
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(paint_votes_doc,
+             "paint_votes(segments, base, paint, out) -> None\n\n"
+             "out[i] = paint[segments[i]] where that is >= 0, else base[i]: int32 segment ids (histogram\n"
+             "rows), uint8 base ids, an int16 paint id per row (-1 = keep the base) and a uint8 output of\n"
+             "the segments' length. Raises ValueError if an id is outside 0...len(paint)-1.");
+
+static PyObject *paint_votes(PyObject *self, PyObject *args) {
+    PyObject *objs[4];
+    if (!PyArg_ParseTuple(args, "OOOO", &objs[0], &objs[1], &objs[2], &objs[3])) return NULL;
+    Buffer b[4];
+    memset(b, 0, sizeof b);
+    if (get_buffer(objs[0], &b[0], 4, 0, "segments") < 0 || get_buffer(objs[1], &b[1], 1, 0, "base") < 0 ||
+        get_buffer(objs[2], &b[2], 2, 0, "paint") < 0 || get_buffer(objs[3], &b[3], 1, 1, "out") < 0 ||
+        same_length(&b[0], 4, &b[1], 1, "segments and base") < 0 ||
+        same_length(&b[0], 4, &b[3], 1, "segments and out") < 0) {
+        release(b, 4);
+        return NULL;
+    }
+    const int16_t *paint = b[2].view.buf;
+    Py_ssize_t n = items(&b[0], 4), rows = items(&b[2], 2);
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        if (paint[r] > 255) {
+            PyErr_Format(PyExc_ValueError, "paint: row %zd paints id %d, not a byte", r, paint[r]);
+            release(b, 4);
+            return NULL;
+        }
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = rows > UINT32_MAX ? -1 : paint_votes_impl(b[0].view.buf, b[1].view.buf, n, paint, (uint32_t)rows, b[3].view.buf);
+    Py_END_ALLOW_THREADS
+    release(b, 4);
+    if (status < 0) {
+        PyErr_Format(PyExc_ValueError, "segments: an id is outside 0...%zd (the paint table's rows)", rows - 1);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* --------------------------------------------------------------------------------------- */
+/* Video consistency: stable-run lengths                                                    */
+
+/* Pixels per step. A block of the run state is carried through all the frames of a chunk
+ * while it stays in L1, so the state and each frame cross the memory bus once per chunk
+ * instead of once per frame. */
+#define RUN_BLOCK 2048
+
+/* Counts of x[i] >= t over n <= RUN_BLOCK bytes (byte counters per 255: they vectorise). */
+static int64_t count_at_least(const uint8_t *x, Py_ssize_t n, uint8_t t) {
+    int64_t total = 0;
+    for (Py_ssize_t i = 0; i < n;) {
+        Py_ssize_t end = n - i < 255 ? n : i + 255;
+        uint8_t count = 0;
+        for (; i < end; i++) count += (uint8_t)(x[i] >= t);
+        total += count;
+    }
+    return total;
+}
+
+static void advance_runs_impl(const uint8_t *targets, const uint8_t *preds, Py_ssize_t frames, Py_ssize_t n,
+                              const uint8_t *last_target, const uint8_t *last_preds, uint8_t *gt_run,
+                              uint8_t *both_run, uint8_t cap, const uint8_t *thresholds, Py_ssize_t k,
+                              int64_t *counts) {
+    for (Py_ssize_t start = 0; start < n; start += RUN_BLOCK) {
+        Py_ssize_t size = n - start < RUN_BLOCK ? n - start : RUN_BLOCK;
+        uint8_t *g = gt_run + start, *b = both_run + start;
+        for (Py_ssize_t f = 0; f < frames; f++) {
+            const uint8_t *target = targets + f * n + start, *pred = preds + f * n + start;
+            const uint8_t *before_target = f ? target - n : last_target + start;
+            const uint8_t *before_pred = f ? pred - n : last_preds + start;
+            for (Py_ssize_t i = 0; i < size; i++) {
+                uint8_t same = (uint8_t)(target[i] == before_target[i]);
+                uint8_t both = (uint8_t)(same & (pred[i] == before_pred[i]));
+                uint8_t next_g = g[i] < cap ? g[i] + 1 : cap;
+                uint8_t next_b = b[i] < cap ? b[i] + 1 : cap;
+                g[i] = (uint8_t)(next_g * same);
+                b[i] = (uint8_t)(next_b * both);
+            }
+            for (Py_ssize_t j = 0; j < k; j++) {
+                counts[(f * k + j) * 2] += count_at_least(b, size, thresholds[j]);
+                counts[(f * k + j) * 2 + 1] += count_at_least(g, size, thresholds[j]);
+            }
+        }
+    }
+}
+
+PyDoc_STRVAR(advance_runs_doc,
+             "advance_runs(targets, preds, frames, last_target, last_preds, gt_run, both_run, cap, thresholds,"
+             " counts) -> None\n\n"
+             "Frames of the mVC run-length state, in place. For each of `frames` frames (targets and preds\n"
+             "hold them one after the other, each of the state's length; the frame before the first is\n"
+             "last_target / last_preds): where target == the frame before's, gt_run <- min(gt_run + 1,\n"
+             "cap), else 0; where also preds == the frame before's, both_run likewise, else 0. Then for\n"
+             "each byte t = thresholds[j], counts[f, j, 0] = |both_run >= t| and counts[f, j, 1] =\n"
+             "|gt_run >= t| after frame f. Maps are uint8; counts is int64 (frames * len(thresholds) * 2)\n"
+             "and is overwritten.");
+
+static PyObject *advance_runs(PyObject *self, PyObject *args) {
+    PyObject *objs[6], *thresholds_obj, *counts_obj;
+    Py_ssize_t frames;
+    int cap;
+    if (!PyArg_ParseTuple(args, "OOnOOOOiOO", &objs[0], &objs[1], &frames, &objs[2], &objs[3], &objs[4], &objs[5],
+                          &cap, &thresholds_obj, &counts_obj))
+        return NULL;
+    static const char *names[6] = {"targets", "preds", "last_target", "last_preds", "gt_run", "both_run"};
+    Buffer b[8];
+    memset(b, 0, sizeof b);
+    for (int i = 0; i < 6; i++) {
+        if (get_buffer(objs[i], &b[i], 1, i >= 4, names[i]) < 0 ||
+            (i == 1 && same_length(&b[0], 1, &b[1], 1, "targets and preds") < 0) ||
+            (i > 2 && same_length(&b[2], 1, &b[i], 1, names[i]) < 0)) {
+            release(b, 8);
+            return NULL;
+        }
+    }
+    if (get_buffer(thresholds_obj, &b[6], 1, 0, "thresholds") < 0 || get_buffer(counts_obj, &b[7], 8, 1, "counts") < 0) {
+        release(b, 8);
+        return NULL;
+    }
+    Py_ssize_t n = b[2].view.len, k = b[6].view.len;
+    if (frames < 0 || b[0].view.len != frames * n || items(&b[7], 8) != 2 * k * frames || cap < 0 || cap > 255) {
+        PyErr_SetString(PyExc_ValueError,
+                        "advance_runs: need frames * len(state) bytes of targets and preds, "
+                        "frames * len(thresholds) * 2 counts and 0 <= cap <= 255");
+        release(b, 8);
+        return NULL;
+    }
+    int64_t *counts = b[7].view.buf;
+    Py_BEGIN_ALLOW_THREADS
+    memset(counts, 0, (size_t)(2 * k * frames) * sizeof(int64_t));
+    advance_runs_impl(b[0].view.buf, b[1].view.buf, frames, n, b[2].view.buf, b[3].view.buf, b[4].view.buf,
+                      b[5].view.buf, (uint8_t)cap, b[6].view.buf, k, counts);
+    Py_END_ALLOW_THREADS
+    release(b, 8);
+    Py_RETURN_NONE;
+}
+
+/* --------------------------------------------------------------------------------------- */
+/* Boundary band                                                                            */
+
+/* The band of width w around a GT map's boundaries: valid pixels p with a pixel q of another
+ * GT value in the window W(p) of chessboard radius w (inside the image). Such a q exists iff
+ * W(p) holds two 4-adjacent pixels of different values: walk from p to q inside W(p), one
+ * step at a time; conversely, of two different values one differs from p's. So the band is
+ * the OR of two dilations: of the horizontal changes (pairs x, x+1) by w rows and w..w-1
+ * columns, and of the vertical changes (pairs y, y+1) by w..w-1 rows and w columns. On rows
+ * packed 64 pixels to a word that is a few word operations per pixel row, instead of the
+ * window max and min of every pixel. */
+
+/* bits[x / 64] bit x % 64 = (a[x] != b[x]) for x < n; the other bits of the row's `words`
+ * words are 0. */
+static void pack_not_equal(const uint8_t *a, const uint8_t *b, Py_ssize_t n, Py_ssize_t words, uint64_t *bits) {
+    for (Py_ssize_t w = 0; w < words; w++) {
+        Py_ssize_t start = w * 64;
+        uint64_t word = 0;
+        if (start + 64 <= n) {
+#if defined(__SSE2__)
+            for (int k = 0; k < 4; k++) {
+                __m128i x = _mm_loadu_si128((const __m128i *)(a + start + 16 * k));
+                __m128i y = _mm_loadu_si128((const __m128i *)(b + start + 16 * k));
+                uint64_t equal = (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, y));
+                word |= (~equal & 0xFFFFu) << (16 * k);
+            }
+#else
+            for (int k = 0; k < 64; k++) word |= (uint64_t)(a[start + k] != b[start + k]) << k;
+#endif
+        } else {
+            for (Py_ssize_t k = 0; start + k < n; k++) word |= (uint64_t)(a[start + k] != b[start + k]) << k;
+        }
+        bits[w] = word;
+    }
+}
+
+/* bits = (a[x] != value) for x < n, as pack_not_equal. */
+static void pack_not_value(const uint8_t *a, uint8_t value, Py_ssize_t n, Py_ssize_t words, uint64_t *bits) {
+    for (Py_ssize_t w = 0; w < words; w++) {
+        Py_ssize_t start = w * 64;
+        uint64_t word = 0;
+        if (start + 64 <= n) {
+#if defined(__SSE2__)
+            __m128i y = _mm_set1_epi8((char)value);
+            for (int k = 0; k < 4; k++) {
+                __m128i x = _mm_loadu_si128((const __m128i *)(a + start + 16 * k));
+                uint64_t equal = (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, y));
+                word |= (~equal & 0xFFFFu) << (16 * k);
+            }
+#else
+            for (int k = 0; k < 64; k++) word |= (uint64_t)(a[start + k] != value) << k;
+#endif
+        } else {
+            for (Py_ssize_t k = 0; start + k < n; k++) word |= (uint64_t)(a[start + k] != value) << k;
+        }
+        bits[w] = word;
+    }
+}
+
+/* A frame's bits as one long row: each image row is `words` words (bits past the frame width
+ * are 0) followed by `guard` zero words, and the plane starts with `guard` zero words too.
+ * A guard is at least as wide as the band radius, so shifting the long row by up to the
+ * radius moves no bit from one image row into the next, and no read leaves the plane. */
+typedef struct {
+    Py_ssize_t words;  /* words per image row */
+    Py_ssize_t guard;  /* zero words before each row (and after the last) */
+    Py_ssize_t stride; /* words + guard */
+    Py_ssize_t total;  /* words in a plane: guard + height * stride */
+} PlaneLayout;
+
+static uint64_t *plane_row(uint64_t *plane, const PlaneLayout *layout, Py_ssize_t y) {
+    return plane + layout->guard + y * layout->stride;
+}
+
+/* dst[i] |= bits of src shifted so that bit x of the result is bit x + d of src, over the
+ * plane's words guard..total-1 (the reads stay within the plane for |d| <= 64 * guard). */
+static void or_shifted(const uint64_t *src, uint64_t *dst, const PlaneLayout *layout, Py_ssize_t d) {
+    Py_ssize_t q = d >= 0 ? d / 64 : -((-d + 63) / 64); /* floor(d / 64) */
+    int r = (int)(d - q * 64);                          /* 0..63 */
+    Py_ssize_t start = layout->guard, stop = layout->total - layout->guard;
+    const uint64_t *low = src + q, *high = src + q + 1;
+    if (r == 0) {
+        for (Py_ssize_t i = start; i < stop; i++) dst[i] |= low[i];
+    } else {
+        for (Py_ssize_t i = start; i < stop; i++) dst[i] |= (low[i] >> r) | (high[i] << (64 - r));
+    }
+}
+
+/* dst = OR of src shifted by sign * e for e = 0..count - 1 (1 <= count <= 64 * guard + 1),
+ * by doubling the span 1, 2, 4, ... in tmp: about log2(count) passes. Every bit of tmp is the
+ * OR of src over a span on one side of it, so reading it up to count - 1 bits further that
+ * way only reaches guard zeros past the row's end, never the next row. */
+static void run_or(const uint64_t *src, uint64_t *dst, uint64_t *tmp, const PlaneLayout *layout, Py_ssize_t count,
+                   int sign) {
+    size_t bytes = (size_t)layout->total * sizeof(uint64_t);
+    memcpy(tmp, src, bytes);
+    Py_ssize_t span = 1;
+    while (span * 2 <= count) {
+        memcpy(dst, tmp, bytes);
+        or_shifted(dst, tmp, layout, sign * span);
+        span *= 2;
+    }
+    memcpy(dst, tmp, bytes);
+    if (span < count) or_shifted(tmp, dst, layout, sign * (count - span));
+}
+
+/* dst = OR of src shifted by every d in -before..after (1 <= before, 0 <= after): the run
+ * 0..after, and the run -before..-1 as the run -(before - 1)..0 moved by -1. The guards of
+ * dst are not cleared (only image rows are read later). scratch: two planes. */
+static void dilate_rows(const uint64_t *src, uint64_t *dst, uint64_t *scratch, const PlaneLayout *layout,
+                        Py_ssize_t before, Py_ssize_t after) {
+    uint64_t *left = scratch, *tmp = scratch + layout->total;
+    run_or(src, dst, tmp, layout, after + 1, 1);
+    run_or(src, left, tmp, layout, before, -1);
+    or_shifted(left, dst, layout, -1);
+}
+
+/* Bits set in x (SWAR: no popcnt instruction is assumed). */
+static inline int64_t popcount64(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (int64_t)((x * 0x0101010101010101ULL) >> 56);
+}
+
+/* Planes a frame needs: horizontal and vertical changes, their dilations, valid and differ
+ * bits, and two scratch planes; plus one row to gather a row's neighbourhood. */
+#define BAND_PLANES 8
+
+/* One frame: counts[0] = |band|, counts[1] = |{p in band : preds = target}|; band bytes (0/1)
+ * into band_out if given. planes: BAND_PLANES * layout->total + layout->words zeroed words. */
+static void boundary_band_frame(const uint8_t *target, const uint8_t *preds, Py_ssize_t height, Py_ssize_t width,
+                                Py_ssize_t radius, uint8_t ignore, const PlaneLayout *layout, uint64_t *planes,
+                                int64_t *counts, uint8_t *band_out) {
+    Py_ssize_t words = layout->words, total = layout->total;
+    uint64_t *changes_h = planes, *changes_v = planes + total, *wide_h = planes + 2 * total;
+    uint64_t *wide_v = planes + 3 * total, *valid = planes + 4 * total, *differ = planes + 5 * total;
+    uint64_t *scratch = planes + 6 * total, *near = planes + BAND_PLANES * total;
+    for (Py_ssize_t y = 0; y < height; y++) {
+        const uint8_t *row = target + y * width;
+        pack_not_equal(row, row + 1, width - 1, words, plane_row(changes_h, layout, y));
+        if (y + 1 < height) pack_not_equal(row, row + width, width, words, plane_row(changes_v, layout, y));
+        pack_not_value(row, ignore, width, words, plane_row(valid, layout, y));
+        pack_not_equal(row, preds + y * width, width, words, plane_row(differ, layout, y));
+    }
+    memset(plane_row(changes_v, layout, height - 1), 0, (size_t)words * sizeof(uint64_t));
+    /* Horizontal dilation: pair (x', x' + 1) lies in columns x - r..x + r iff x' in x - r..x + r - 1. */
+    dilate_rows(changes_h, wide_h, scratch, layout, radius, radius - 1);
+    dilate_rows(changes_v, wide_v, scratch, layout, radius, radius);
+    int64_t band_total = 0, agree_total = 0;
+    for (Py_ssize_t y = 0; y < height; y++) {
+        /* Vertical dilation: rows y - r..y + r of horizontal changes; pairs (y', y' + 1) of
+         * vertical changes with y' in y - r..y + r - 1. */
+        Py_ssize_t low = y - radius < 0 ? 0 : y - radius;
+        Py_ssize_t high_h = y + radius > height - 1 ? height - 1 : y + radius;
+        Py_ssize_t high_v = y + radius - 1 > height - 2 ? height - 2 : y + radius - 1;
+        memset(near, 0, (size_t)words * sizeof(uint64_t));
+        for (Py_ssize_t k = low; k <= high_h; k++) {
+            const uint64_t *source = plane_row(wide_h, layout, k);
+            for (Py_ssize_t i = 0; i < words; i++) near[i] |= source[i];
+        }
+        for (Py_ssize_t k = low; k <= high_v; k++) {
+            const uint64_t *source = plane_row(wide_v, layout, k);
+            for (Py_ssize_t i = 0; i < words; i++) near[i] |= source[i];
+        }
+        const uint64_t *valid_row = plane_row(valid, layout, y), *differ_row = plane_row(differ, layout, y);
+        for (Py_ssize_t i = 0; i < words; i++) {
+            uint64_t band = near[i] & valid_row[i];
+            band_total += popcount64(band);
+            agree_total += popcount64(band & ~differ_row[i]);
+            if (band_out) {
+                Py_ssize_t start = i * 64, stop = start + 64 < width ? start + 64 : width;
+                for (Py_ssize_t x = start; x < stop; x++) band_out[y * width + x] = (uint8_t)((band >> (x - start)) & 1);
+            }
+        }
+    }
+    counts[0] = band_total;
+    counts[1] = agree_total;
+}
+
+PyDoc_STRVAR(boundary_band_doc,
+             "boundary_band(target, preds, frames, height, width, radius, ignore, counts, band=None) -> None\n\n"
+             "Boundary band of each (height, width) GT frame: valid pixels (target != ignore) within\n"
+             "chessboard distance radius of a pixel with another GT value (pixels outside the frame do not\n"
+             "count). counts[2k] = |band|, counts[2k + 1] = |{p in band : preds = target}| of frame k;\n"
+             "band, if given, gets the band as 0/1 bytes. target, preds and band are uint8 buffers of\n"
+             "frames * height * width; counts is int64 (2 * frames).");
+
+static PyObject *boundary_band(PyObject *self, PyObject *args) {
+    PyObject *objs[3], *band_obj = Py_None;
+    Py_ssize_t frames, height, width, radius;
+    int ignore;
+    if (!PyArg_ParseTuple(args, "OOnnnniO|O", &objs[0], &objs[1], &frames, &height, &width, &radius, &ignore,
+                          &objs[2], &band_obj))
+        return NULL;
+    Buffer b[4];
+    memset(b, 0, sizeof b);
+    if (get_buffer(objs[0], &b[0], 1, 0, "target") < 0 || get_buffer(objs[1], &b[1], 1, 0, "preds") < 0 ||
+        get_buffer(objs[2], &b[2], 8, 1, "counts") < 0 || same_length(&b[0], 1, &b[1], 1, "target and preds") < 0 ||
+        (band_obj != Py_None &&
+         (get_buffer(band_obj, &b[3], 1, 1, "band") < 0 || same_length(&b[0], 1, &b[3], 1, "target and band") < 0))) {
+        release(b, 4);
+        return NULL;
+    }
+    if (frames < 0 || height < 0 || width < 0 || radius < 1 || ignore < 0 || ignore > 255 ||
+        b[0].view.len != frames * height * width || items(&b[2], 8) != 2 * frames) {
+        PyErr_SetString(PyExc_ValueError,
+                        "boundary_band: need radius >= 1, 0 <= ignore <= 255, frames * height * width map bytes "
+                        "and 2 * frames counts");
+        release(b, 4);
+        return NULL;
+    }
+    PlaneLayout layout;
+    layout.words = (width + 63) / 64;
+    layout.guard = (radius + 63) / 64;
+    layout.stride = layout.words + layout.guard;
+    layout.total = layout.guard + height * layout.stride;
+    int empty = frames == 0 || height == 0 || width == 0;
+    /* calloc: the guards must be zero, and nothing but image rows is ever written to the
+     * change planes. */
+    uint64_t *planes = empty ? NULL : calloc(BAND_PLANES * (size_t)layout.total + (size_t)layout.words, sizeof(uint64_t));
+    if (!empty && !planes) {
+        release(b, 4);
+        return PyErr_NoMemory();
+    }
+    const uint8_t *target = b[0].view.buf, *preds = b[1].view.buf;
+    uint8_t *band = band_obj != Py_None ? b[3].view.buf : NULL;
+    int64_t *counts = b[2].view.buf;
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t size = height * width;
+    for (Py_ssize_t k = 0; k < frames; k++) {
+        if (size == 0) {
+            counts[2 * k] = counts[2 * k + 1] = 0;
+            continue;
+        }
+        boundary_band_frame(target + k * size, preds + k * size, height, width, radius, (uint8_t)ignore, &layout,
+                            planes, counts + 2 * k, band ? band + k * size : NULL);
+    }
+    Py_END_ALLOW_THREADS
+    free(planes);
+    release(b, 4);
+    Py_RETURN_NONE;
+}
+
+/* --------------------------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"count_out_of_range", count_out_of_range, METH_VARARGS, count_out_of_range_doc},
+    {"joint_histogram", joint_histogram, METH_VARARGS, joint_histogram_doc},
+    {"vote_histogram", vote_histogram, METH_VARARGS, vote_histogram_doc},
+    {"paint_votes", paint_votes, METH_VARARGS, paint_votes_doc},
+    {"advance_runs", advance_runs, METH_VARARGS, advance_runs_doc},
+    {"boundary_band", boundary_band, METH_VARARGS, boundary_band_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "vssam2.label_kernels",
+    "Compiled CPU kernels over label maps (run-counting histograms, majority-vote painting,\n"
+    "mVC run lengths, boundary bands, id range checks). They release the GIL.",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit_label_kernels(void) { return PyModule_Create(&module); }
