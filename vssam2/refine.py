@@ -3,8 +3,10 @@
 Each masklet m_i takes the class c_i that the base prediction S assigns to most of its pixels
 (Eq. 2); pixels in a masklet get c_i, all others keep S (Eq. 1). Votes are counted over all
 the frames passed in (a chunk, or a whole window), with one histogram for all masklets: each
-pixel's (masklet, base id) pair is one code that indexes both the vote histogram and a
-(masklet, base id) → refined id table, so the refined map is a single gather.
+pixel's (masklet, base id) pair is one code, row·256 + base id, so one pass counts the votes
+of every masklet; a second pass paints each masklet's winner (or keeps the base). On the CPU
+both passes are compiled kernels (:mod:`vssam2.label_kernels`) that handle a block of pixels
+of one masklet at once; elsewhere they are a torch bincount and a gather.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
+from vssam2 import label_kernels
 from vssam2.host_kernels import host_kernels
+from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import check_label_range, label_range_error
 from vssam2.parallel import map_slices
 
@@ -77,16 +80,47 @@ def _check_voted_ids(votes: torch.Tensor, num_classes: int, ignore_index: int) -
         raise label_range_error("base prediction", num_classes, ignore_index, values)
 
 
-def _vote_histogram(
-    segments: torch.Tensor, base: torch.Tensor, num_classes: int, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Histogram of base ids per masklet, and each pixel's (masklet row, base id) code.
+@dataclass
+class _Votes:
+    """Per-pixel vote inputs and the vote histogram of one call."""
 
-    Returns:
-        code: (N,) int32 per-pixel code row·256 + base id, on the device of ``segments``.
-        row_ids: (rows,) masklet id of each histogram row (row 0 = id 0, "no masklet").
-        votes: (rows, 256) int64 pixel counts per (row, base id), on the CPU.
-    """
+    rows: torch.Tensor  # (N,) int32 histogram row of each pixel (its masklet id, or its compacted index)
+    base: torch.Tensor  # (N,) base ids, uint8 on the host kernels' path
+    row_ids: torch.Tensor  # (rows,) int64 masklet id of each row (row 0 = id 0, "no masklet")
+    votes: torch.Tensor  # (rows, 256) int64 pixel counts per (row, base id), on the CPU
+
+    def paint(self, row_paint: torch.Tensor) -> torch.Tensor:
+        """(N,) uint8 refined map: ``row_paint[row]`` where that is ≥ 0, else the base id.
+
+        Args:
+            row_paint: (rows,) int16 id painted over each row's pixels, −1 = keep the base.
+        """
+        out = torch.empty(self.rows.shape, dtype=torch.uint8, device=self.rows.device)
+        if _on_host_kernels(self.rows, self.base):
+
+            def paint(start: int, stop: int) -> None:
+                label_kernels.paint_votes(
+                    self.rows[start:stop].numpy(), self.base[start:stop].numpy(), row_paint.numpy(), out[start:stop].numpy()
+                )
+
+        else:
+            row_paint = row_paint.to(self.rows.device)
+
+            def paint(start: int, stop: int) -> None:
+                painted = row_paint[self.rows[start:stop]]  # (n,) int16, −1 = keep the base
+                out[start:stop] = torch.where(painted >= 0, painted, self.base[start:stop])
+
+        map_slices(out.numel(), paint, out.device)
+        return out
+
+
+def _on_host_kernels(rows: torch.Tensor, base: torch.Tensor) -> bool:
+    """Whether the compiled label-map kernels count and paint these (int32 rows, uint8 base)."""
+    return host_kernels(rows) and rows.dtype == torch.int32 and base.dtype == torch.uint8
+
+
+def _vote_histogram(segments: torch.Tensor, base: torch.Tensor, num_classes: int, ignore_index: int) -> _Votes:
+    """Histogram of base ids per masklet (rows: masklet ids, or their compacted indices)."""
     if segments.shape != base.shape:
         raise ValueError(f"segments and base shapes differ: {tuple(segments.shape)} vs {tuple(base.shape)}")
     if segments.is_floating_point() or base.is_floating_point():
@@ -109,8 +143,9 @@ def _vote_histogram(
         seg = seg if seg.dtype == torch.int32 else seg.to(torch.int32)
         max_id = _max_id(seg)
     flat_base = base.reshape(-1)
-    # uint8 ORs into the int32 code as is; wider ids are narrowed (all are < 256 by now)
-    flat_base = flat_base if flat_base.dtype in (torch.uint8, torch.int32) else flat_base.to(torch.int32)
+    # Every id is below 256 by now: the host kernels take bytes, torch's code ORs int32.
+    wanted = torch.uint8 if host_kernels(seg) else torch.int32
+    flat_base = flat_base if flat_base.dtype in (torch.uint8, wanted) else flat_base.to(wanted)
 
     # Ids are used as histogram rows directly; sparse huge ids are compacted first.
     if (max_id + 1) * 256 > MAX_DIRECT_BINS:
@@ -121,26 +156,25 @@ def _vote_histogram(
     else:
         row_ids = torch.arange(max_id + 1)
     bins = row_ids.shape[0] * 256
-    # One code per pixel: (masklet row, base id) as row·256 + id. It indexes both the vote
-    # histogram and, in majority_vote, the table that maps it to the refined id.
-    code = torch.empty_like(seg)
 
-    def count(start: int, stop: int) -> torch.Tensor:
-        part = code[start:stop]
-        if part.device.type == "cpu":
-            # numpy for the element-wise part: torch's would queue on torch's own intra-op
-            # threads, which the other slices' workers are using.
-            out = part.numpy()
-            np.left_shift(seg[start:stop].numpy(), 8, out=out)
-            np.bitwise_or(out, flat_base[start:stop].numpy(), out=out)
-        else:
-            torch.bitwise_left_shift(seg[start:stop], 8, out=part)
-            part.bitwise_or_(flat_base[start:stop])
-        return torch.bincount(part, minlength=bins)
+    if _on_host_kernels(seg, flat_base):
+
+        def count(start: int, stop: int) -> torch.Tensor:
+            hist = torch.zeros(bins, dtype=torch.int64)
+            # Every id is a row by construction (largest id, or compaction), so none is left out.
+            label_kernels.vote_histogram(seg[start:stop].numpy(), flat_base[start:stop].numpy(), hist.numpy())
+            return hist
+
+    else:
+
+        def count(start: int, stop: int) -> torch.Tensor:
+            # One code per pixel, (row, base id) as row·256 + id: one bincount for all masklets.
+            code = torch.bitwise_left_shift(seg[start:stop], 8).bitwise_or_(flat_base[start:stop])
+            return torch.bincount(code, minlength=bins)
 
     votes = torch.stack(map_slices(seg.numel(), count, seg.device)).sum(dim=0).cpu().reshape(-1, 256)
     _check_voted_ids(votes, num_classes, ignore_index)
-    return code, row_ids, votes
+    return _Votes(seg, flat_base, row_ids, votes)
 
 
 def majority_vote(
@@ -173,8 +207,8 @@ def majority_vote(
     Ties go to the lowest class id (deterministic). A masklet none of whose pixels has a
     base prediction keeps the base (255) there.
     """
-    code, row_ids, votes = _vote_histogram(segments, base, num_classes, ignore_index)
-    num = row_ids.shape[0]
+    counted = _vote_histogram(segments, base, num_classes, ignore_index)
+    row_ids, votes = counted.row_ids, counted.votes
     area = votes.sum(dim=1)
     class_votes = votes[:, :num_classes]  # the ignore column does not vote
     voting = class_votes.sum(dim=1)
@@ -183,17 +217,8 @@ def majority_vote(
     applied = (voting > 0) & (area >= min_area) & (share >= min_share)
     applied[0] = False  # "no masklet" never overwrites
 
-    # Refined id of every (row, base id) pair: the winner in applied masklets, else the base id.
-    table = torch.arange(256, dtype=torch.uint8).repeat(num, 1)  # (rows, 256)
-    table[applied] = winner[applied].to(torch.uint8).unsqueeze(1)
-    table = table.reshape(-1).to(segments.device)
-    refined = torch.empty(code.shape, dtype=torch.uint8, device=segments.device)
-
-    def paint(start: int, stop: int) -> None:
-        torch.index_select(table, 0, code[start:stop], out=refined[start:stop])
-
-    map_slices(code.numel(), paint, segments.device)
-    refined = refined.to(base.dtype).reshape(base.shape)
+    row_paint = torch.where(applied, winner, -1).to(torch.int16)  # (rows,) the winner, or −1: keep the base
+    refined = counted.paint(row_paint).to(base.dtype).reshape(base.shape)
     present_rows = area > 0
     present_rows[0] = False
     ids = row_ids[present_rows]
@@ -227,10 +252,10 @@ def class_histogram(
         ids: (K,) int64 masklet ids present (> 0), increasing.
         hist: (K, 256) int64 pixel counts per label id (column ``ignore_index`` counts ignore).
     """
-    _, row_ids, votes = _vote_histogram(segments, labels, num_classes, ignore_index)
-    present = votes.sum(dim=1) > 0
+    counted = _vote_histogram(segments, labels, num_classes, ignore_index)
+    present = counted.votes.sum(dim=1) > 0
     present[0] = False
-    return row_ids[present], votes[present]
+    return counted.row_ids[present], counted.votes[present]
 
 
 def masklet_targets(hist: torch.Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
