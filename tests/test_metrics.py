@@ -353,32 +353,6 @@ def test_confusion_matrix_fast_uint8_path_equals_general_path():
     assert fast.sum() == int((gts != IGNORE).sum())
 
 
-@pytest.mark.parametrize("block", [1, 2, 7, 64, 1 << 19])
-@pytest.mark.parametrize("flip", [0.0, 0.01, 0.5])
-def test_joint_histogram_run_length_and_opencv_paths_equal_bincount(monkeypatch, block, flip):
-    """The uint8 CPU histogram counts runs of equal (GT, pred) pairs in blocks and hands noisy
-    blocks to OpenCV: every block size and noise level gives the plain bincount."""
-    import vssam2.metrics.functional as functional
-
-    import vssam2.runs
-
-    monkeypatch.setattr(vssam2.runs, "RUN_BLOCK", block)
-    rng = np.random.default_rng(block)
-    gts = np.repeat(rng.integers(0, 7, size=(3, 11, 4), dtype=np.uint8), 100, axis=2)[..., :397]  # runs of 100
-    gts[:, ::5] = IGNORE
-    preds = gts.copy()
-    noise = rng.random(gts.shape) < flip
-    preds[noise] = rng.integers(0, 7, size=int(noise.sum()))
-    paths = []
-    calc_hist = functional.cv2.calcHist
-    monkeypatch.setattr(functional.cv2, "calcHist", lambda *a: paths.append("opencv") or calc_hist(*a))
-    joint = functional._joint_byte_histogram(gts, preds)
-    if block == 1 << 19:  # runs (≈ 3% of pixels start one) or noise (≈ 50%)
-        assert ("opencv" in paths) == (flip == 0.5)
-    expected = np.bincount((gts.astype(np.int64).ravel() << 8) | preds.ravel(), minlength=1 << 16)
-    np.testing.assert_array_equal(joint.numpy().ravel(), expected)
-
-
 @pytest.mark.parametrize("windows", ["scripts", "paper"])
 def test_torch_kernels_equal_host_kernels(monkeypatch, windows):
     """The torch code that scores CUDA tensors, run here on CPU tensors, gives the numbers of the

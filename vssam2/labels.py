@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from vssam2 import label_kernels
+
 IGNORE_INDEX: int = 255
 NUM_CLASSES: int = 124
 # VIPSeg stores "thing" pixels as category * 100 + instance; smaller values are stuff ids.
@@ -69,8 +71,8 @@ def _raw_to_eval_lut(num_classes: int) -> np.ndarray:
 def out_of_range_ids(ids: np.ndarray, max_id: int, also: int = IGNORE_INDEX, limit: int = 10) -> list[int]:
     """Values of ``ids`` outside 0…max_id that are not ``also``: [] when there are none.
 
-    One OpenCV range test for uint8 maps (the common case, SIMD, no temporaries); the
-    general numpy test otherwise and to list the offending values.
+    One compiled counting pass for uint8 maps (the common case: no temporaries); the general
+    numpy test otherwise and to list the offending values.
 
     Args:
         ids: integer array of any shape.
@@ -80,11 +82,8 @@ def out_of_range_ids(ids: np.ndarray, max_id: int, also: int = IGNORE_INDEX, lim
     """
     if ids.size == 0:
         return []
-    if ids.dtype == np.uint8 and also == 255:
-        if max_id >= 254:
-            return []
-        rows = np.ascontiguousarray(ids).reshape(-1, ids.shape[-1]) if ids.ndim >= 2 else ids.reshape(1, -1)
-        if cv2.countNonZero(cv2.inRange(rows, max_id + 1, 254)) == 0:
+    if ids.dtype == np.uint8 and 0 <= also <= 255:
+        if max_id >= 255 or label_kernels.count_out_of_range(np.ascontiguousarray(ids), max(max_id + 1, 0), also) == 0:
             return []
     bad = (ids < 0) | ((ids > max_id) & (ids != also))
     return np.unique(ids[bad])[:limit].tolist()

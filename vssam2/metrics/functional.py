@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import torch
 
+from vssam2 import label_kernels
 from vssam2.host_kernels import host_kernels
 from vssam2.labels import IGNORE_INDEX, out_of_range_ids
 from vssam2.parallel import run_all
-from vssam2.runs import count_runs, run_starts
 
 
 def as_label_map(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -112,26 +112,12 @@ def check_pair(
 def _joint_byte_histogram(rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
     """(256, 256) int64 counts of (rows[i], cols[i]) byte pairs, from two uint8 arrays of one shape.
 
-    Label maps are counted by runs of equal (GT, pred) pairs (:mod:`vssam2.runs`, ≈ 2× faster
-    on segmentation maps); noisy maps by OpenCV's 2-D 8-bit histogram, which counts in float32,
-    exact below 2²⁴ per bin, so it is called on row blocks of fewer pixels than that.
+    A compiled kernel (:func:`vssam2.label_kernels.joint_histogram`): a block of one (GT, pred)
+    pair, the bulk of a label map, is counted at once; a plain bincount would stall on the one
+    counter a region increments pixel after pixel.
     """
-    rows, cols = np.ravel(rows), np.ravel(cols)  # (S,) uint8 each (copies only if not contiguous)
-    starts = run_starts((rows, cols))
-    if starts is not None:
-        codes = (rows[starts].astype(np.int32) << 8) | cols[starts]  # (R,) one code per run
-        return torch.from_numpy(count_runs(codes, starts, rows.size, 256 * 256)).view(256, 256)
     joint = torch.zeros(256 * 256, dtype=torch.int64)
-    block = 1 << 23
-    for start in range(0, rows.size, block):
-        part = cv2.calcHist(
-            [rows[start : start + block].reshape(1, -1), cols[start : start + block].reshape(1, -1)],
-            [0, 1],
-            None,
-            [256, 256],
-            [0, 256, 0, 256],
-        )
-        joint += torch.from_numpy(part.reshape(-1)).to(torch.int64)
+    label_kernels.joint_histogram(np.ravel(rows), np.ravel(cols), joint.numpy())
     return joint.view(256, 256)
 
 
@@ -254,6 +240,23 @@ def _window_extreme(x: torch.Tensor, width: int, dim: int, op) -> torch.Tensor:
     return runs
 
 
+def _host_boundary_band(
+    target: torch.Tensor, preds: torch.Tensor, width: int, ignore_index: int, band: np.ndarray | None = None
+) -> torch.Tensor:
+    """(N, 2) int64 (|B|, |{p ∈ B : pred = GT}|) per frame of CPU uint8 maps, by the compiled
+    bit-parallel band kernel (:func:`vssam2.label_kernels.boundary_band`); ``band``, a (N, H, W)
+    uint8 array, receives the band itself when given."""
+    if width < 1:
+        raise ValueError(f"boundary width must be >= 1, got {width}")
+    frames, height, w = target.shape
+    counts = torch.empty(frames, 2, dtype=torch.int64)
+    label_kernels.boundary_band(
+        np.ascontiguousarray(target.numpy()), np.ascontiguousarray(preds.numpy()),
+        frames, height, w, width, ignore_index, counts.numpy(), band,
+    )  # fmt: skip
+    return counts
+
+
 def boundary_band(target: torch.Tensor, width: int = 5, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Boundary band of a ground-truth map.
 
@@ -273,14 +276,9 @@ def boundary_band(target: torch.Tensor, width: int = 5, ignore_index: int = IGNO
     if width < 1:
         raise ValueError(f"boundary width must be >= 1, got {width}")
     if host_kernels(target) and target.dtype == torch.uint8:
-        # OpenCV's square grey-level dilation / erosion (separable, SIMD) are the same window
-        # max / min; its default border value leaves pixels outside the image out.
-        kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
-        band = np.empty(target.shape, dtype=bool)
-        for k, frame in enumerate(np.ascontiguousarray(target.numpy())):
-            np.not_equal(cv2.dilate(frame, kernel), cv2.erode(frame, kernel), out=band[k])
-            band[k] &= frame != ignore_index
-        return torch.from_numpy(band)
+        band = torch.empty(target.shape, dtype=torch.uint8)
+        _host_boundary_band(target, target, width, ignore_index, band.numpy())
+        return band.view(torch.bool)
     local_max = _window_extreme(_window_extreme(target, width, 2, torch.maximum), width, 1, torch.maximum)
     local_min = _window_extreme(_window_extreme(target, width, 2, torch.minimum), width, 1, torch.minimum)
     return (local_max != local_min) & not_equal(target, ignore_index)
@@ -294,14 +292,10 @@ def boundary_agreement(
     Returns:
         (band, agree): (N,) int64 each.
     """
+    if host_kernels(target) and target.dtype == preds.dtype == torch.uint8:
+        sizes, agree = _host_boundary_band(target, preds, width, ignore_index).unbind(1)
+        return sizes, agree
     band = boundary_band(target, width, ignore_index)  # (N, H, W) bool
-    if host_kernels(band):
-        same = np.empty(band.shape[1:], dtype=bool)  # (H, W)
-        sizes, agree = [], []
-        for b, p, t in zip(band.numpy(), preds.numpy(), target.numpy()):
-            sizes.append(np.count_nonzero(b))
-            agree.append(np.count_nonzero(np.bitwise_and(np.equal(p, t, out=same), b, out=same)))
-        return torch.tensor(sizes, dtype=torch.int64), torch.tensor(agree, dtype=torch.int64)
     return count_true(band), count_true(band & (preds == target))
 
 
@@ -358,7 +352,6 @@ class StableRuns:
     target: torch.Tensor  # (H, W) last frame's GT
     gt_run: torch.Tensor  # (H, W) uint8
     both_run: torch.Tensor  # (H, W) uint8
-    below_cap: torch.Tensor  # (H, W) uint8 filled with longest − 2 (numpy's minimum with an array is SIMD, with a scalar not)
     longest: int  # the longest window length served
     frames: int  # frames seen
 
@@ -366,38 +359,46 @@ class StableRuns:
     def start(cls, preds: torch.Tensor, target: torch.Tensor, longest: int) -> StableRuns:
         """The state after a video's first (H, W) frame (no pair yet), for windows up to ``longest``."""
         zeros = torch.zeros(target.shape, dtype=torch.uint8, device=target.device)
-        return cls(preds, target, zeros, zeros.clone(), torch.full_like(zeros, longest - 2), longest, 1)
+        return cls(preds, target, zeros, zeros.clone(), longest, 1)
 
-    def advance(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Takes the next (H, W) frame: each run ← min(run + 1, longest − 1) where the pair is stable, else 0."""
-        if host_kernels(target):
-            same = np.equal(target.numpy(), self.target.numpy())  # (H, W) bool
-            _advance_run(self.gt_run.numpy(), same, self.below_cap.numpy())
-            same &= np.equal(preds.numpy(), self.preds.numpy())
-            _advance_run(self.both_run.numpy(), same, self.below_cap.numpy())
+    def advance(self, preds: torch.Tensor, target: torch.Tensor, lengths: Sequence[int]) -> list[list[tuple[int, int]]]:
+        """Takes the next L frames: per frame, each run ← min(run + 1, longest − 1) where the
+        pair with the frame before is stable, else 0.
+
+        Args:
+            preds, target: (L, H, W) ids of the next L frames, contiguous.
+            lengths: window lengths n (each ≤ ``longest``) to count.
+
+        Returns:
+            Per frame, per n in ``lengths``: (|GT-stable ∧ pred-stable|, |GT-stable|) of the
+            n-frame window ending at that frame (a window only exists once n frames are seen).
+        """
+        cap = self.longest - 1
+        frames = target.shape[0]
+        if host_kernels(target) and target.dtype == preds.dtype == self.target.dtype == self.preds.dtype == torch.uint8:
+            # One compiled pass over the chunk: a block of the state goes through every frame
+            # while in cache, counted against every n on the way.
+            counts = np.empty((frames, len(lengths), 2), dtype=np.int64)
+            label_kernels.advance_runs(
+                target.numpy(), preds.numpy(), frames, self.target.numpy(), self.preds.numpy(),
+                self.gt_run.numpy(), self.both_run.numpy(), cap, bytes(n - 1 for n in lengths), counts,
+            )  # fmt: skip
+            windows = [[(int(both), int(gt)) for both, gt in frame] for frame in counts.tolist()]
         else:
-            same = target == self.target
-            torch.minimum(self.gt_run, self.below_cap, out=self.gt_run).add_(1).mul_(same.view(torch.uint8))
-            same &= preds == self.preds
-            torch.minimum(self.both_run, self.below_cap, out=self.both_run).add_(1).mul_(same.view(torch.uint8))
-        self.preds, self.target = preds, target
-        self.frames += 1
-
-    def window_counts(self, n: int) -> tuple[int, int]:
-        """(|GT-stable ∧ pred-stable|, |GT-stable|) of the n-frame window ending at the last frame."""
-        if host_kernels(self.gt_run):
-            both = np.count_nonzero(self.both_run.numpy() >= n - 1)
-            return int(both), int(np.count_nonzero(self.gt_run.numpy() >= n - 1))
-        stable = torch.stack([self.both_run >= n - 1, self.gt_run >= n - 1])  # (2, H, W) bool
-        both, gt_stable = count_true(stable).tolist()
-        return both, gt_stable
-
-
-def _advance_run(run: np.ndarray, same: np.ndarray, below_cap: np.ndarray) -> None:
-    """run ← min(run, cap − 1) + 1 where same, else 0 (in place; (H, W) uint8, bool, uint8)."""
-    np.minimum(run, below_cap, out=run)
-    run += 1
-    np.multiply(run, same.view(np.uint8), out=run)
+            windows = []
+            for before_preds, before_target, frame_preds, frame_target in zip(
+                [self.preds, *preds[:-1]], [self.target, *target[:-1]], preds, target
+            ):
+                same = frame_target == before_target
+                self.gt_run.clamp_(max=cap - 1).add_(1).mul_(same.view(torch.uint8))
+                same &= frame_preds == before_preds
+                self.both_run.clamp_(max=cap - 1).add_(1).mul_(same.view(torch.uint8))
+                stable = torch.stack([torch.stack([self.both_run >= n - 1, self.gt_run >= n - 1]) for n in lengths])
+                windows.append([tuple(pair) for pair in count_true(stable.flatten(0, 1)).view(-1, 2).tolist()])
+        if frames:
+            self.preds, self.target = preds[-1], target[-1]
+        self.frames += frames
+        return windows
 
 
 def check_window_lengths(lengths: Sequence[int]) -> tuple[int, ...]:
@@ -413,7 +414,7 @@ def check_window_lengths(lengths: Sequence[int]) -> tuple[int, ...]:
 
 def advance_stable_runs(
     runs: StableRuns | None, preds: torch.Tensor, target: torch.Tensor, lengths: Sequence[int]
-) -> tuple[StableRuns, dict[int, list[tuple[int, int]]]]:
+) -> tuple[StableRuns | None, dict[int, list[tuple[int, int]]]]:
     """Feeds frames to the run-length state and counts every window they complete.
 
     Args:
@@ -423,7 +424,8 @@ def advance_stable_runs(
         lengths: window lengths n (each 2…256); one state serves them all.
 
     Returns:
-        The new state (it holds views of the last frame) and, per n, per window of n frames
+        The new state (it holds views of the last frame; None while no frame was seen) and, per
+        n, per window of n frames
         ending in these frames (in order), (|GT-stable ∧ pred-stable|, |GT-stable|) (Eq. 4;
         ignore is not masked).
     """
@@ -431,14 +433,17 @@ def advance_stable_runs(
     if runs is not None and runs.longest < max(lengths):
         raise ValueError(f"the run-length state serves windows of up to {runs.longest} frames, not {max(lengths)}")
     counts: dict[int, list[tuple[int, int]]] = {n: [] for n in lengths}
-    for k in range(target.shape[0]):
-        if runs is None:
-            runs = StableRuns.start(preds[k], target[k], max(lengths))
-            continue
-        runs.advance(preds[k], target[k])
-        for n in lengths:
-            if runs.frames >= n:  # a window of n frames ends here
-                counts[n].append(runs.window_counts(n))
+    preds, target = preds.contiguous(), target.contiguous()
+    if runs is None:
+        if target.shape[0] == 0:
+            return None, counts
+        runs = StableRuns.start(preds[0], target[0], max(lengths))
+        preds, target = preds[1:], target[1:]
+    seen = runs.frames
+    for k, windows in enumerate(runs.advance(preds, target, lengths)):
+        for n, window in zip(lengths, windows):
+            if seen + k + 1 >= n:  # a window of n frames ends at this frame
+                counts[n].append(window)
     return runs, counts
 
 
