@@ -96,6 +96,47 @@ def test_sliced_histogram_equals_reference_on_large_maps(threads):
     assert votes.ids.tolist() == ids.tolist() and votes.area.tolist() == counts.tolist()
 
 
+def blocky_maps(seed: int, frames: int = 3, height: int = 45, width: int = 130) -> tuple[np.ndarray, np.ndarray]:
+    """Masklets of 10×40 blocks and a base prediction of 5×16 blocks with salt: many whole
+    32-pixel blocks of one masklet (and one base id), as in real maps, and some mixed ones."""
+    rng = np.random.default_rng(seed)
+    seg = np.repeat(np.repeat(rng.integers(0, 9, (frames, height // 10 + 1, width // 40 + 1)), 10, 1), 40, 2)
+    base = np.repeat(np.repeat(rng.integers(0, 6, (frames, height // 5 + 1, width // 16 + 1)), 5, 1), 16, 2)
+    seg, base = seg[:, :height, :width].astype(np.int32), base[:, :height, :width].astype(np.uint8)
+    base[rng.random(base.shape) < 0.02] = IGNORE
+    return seg, base
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_blocky_maps_match_slow_reference(seed):
+    seg, base = blocky_maps(seed)
+    np.testing.assert_array_equal(majority_vote(t(seg), t(base), 6).numpy(), slow_vote(seg, base, 6))
+    np.testing.assert_array_equal(majority_vote(t(seg), t(base), 6, min_share=0.7).numpy(), slow_vote(seg, base, 6, 0, 0.7))
+
+
+@pytest.mark.parametrize("maps", ["blocky", "noise", "compacted"])
+def test_torch_kernels_equal_host_kernels(monkeypatch, maps):
+    """The torch code that votes on CUDA tensors (bincount, gather), run here on CPU tensors,
+    gives the refined map and votes of the compiled host kernels."""
+    import vssam2.refine as refine
+
+    rng = np.random.default_rng(4)
+    if maps == "noise":
+        seg = (rng.integers(0, 30, size=(2, 33, 70)) * (rng.random((2, 33, 70)) < 0.8)).astype(np.int32)
+        base = rng.integers(0, 6, size=seg.shape).astype(np.uint8)
+    else:
+        seg, base = blocky_maps(5)
+        if maps == "compacted":
+            monkeypatch.setattr(refine, "MAX_DIRECT_BINS", 64)
+            seg = seg * 10_000
+    host = majority_vote(t(seg), t(base), 6, min_share=0.3, return_votes=True)
+    monkeypatch.setattr(refine, "host_kernels", lambda x: False)
+    on_torch = majority_vote(t(seg), t(base), 6, min_share=0.3, return_votes=True)
+    assert torch.equal(on_torch[0], host[0])
+    for field in ("ids", "winner", "share", "area", "applied"):
+        assert torch.equal(getattr(on_torch[1], field), getattr(host[1], field)), field
+
+
 def test_sparse_huge_ids_are_compacted(monkeypatch):
     import vssam2.refine as refine
 
