@@ -1,6 +1,6 @@
 """vssam2.label_kernels against plain numpy written from each kernel's definition.
 
-Sizes straddle every block length inside the kernels (32-pixel blocks, 4 counting lanes,
+Sizes straddle every block length inside the kernels (32-pixel blocks,
 255-pixel byte counters, 2048-pixel run blocks, 64-pixel words), and the maps mix long runs
 with noise so that both the block path and the pixel path run.
 """
@@ -37,7 +37,7 @@ def test_joint_histogram_equals_bincount_and_adds(size, noise):
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("rows", [3, 1100])  # 1100 · 256 bins: above the lanes' limit, one histogram
+@pytest.mark.parametrize("rows", [3, 1100])
 def test_vote_histogram_equals_bincount(size, rows):
     rng = np.random.default_rng(size + rows)
     seg = runs_and_noise(rng, size, rows, 0.03, np.int32)

@@ -20,10 +20,9 @@
 #include <emmintrin.h>
 #endif
 
-/* Pixels compared at once on the fast path of the run-counting kernels. */
-#ifndef BLOCK
+/* Pixels compared at once on the fast path of the run-counting kernels (one bit each in the
+ * 32-bit masks of the value-peeling counters). */
 #define BLOCK 32
-#endif
 
 typedef struct {
     Py_buffer view;
@@ -116,68 +115,83 @@ static PyObject *count_out_of_range(PyObject *self, PyObject *args) {
 /* Run-counting histograms                                                                  */
 
 /* Whether x[0..BLOCK) all equal v (one vectorised OR of differences). */
-static inline int block_equal_u8(const uint8_t *x, uint8_t v) {
-    uint8_t diff = 0;
-    for (int k = 0; k < BLOCK; k++) diff |= (uint8_t)(x[k] ^ v);
-    return diff == 0;
-}
-
 static inline int block_equal_u32(const uint32_t *x, uint32_t v) {
     uint32_t diff = 0;
     for (int k = 0; k < BLOCK; k++) diff |= x[k] ^ v;
     return diff == 0;
 }
 
-/* Counting lanes: consecutive pixels go to LANES separate histograms, so a run of one code
- * increments LANES different counters in turn instead of waiting on one counter's last store. */
-#define LANES 4
-/* Above this many bins, scratch lanes would cost more to clear and sum than they save. */
-#define MAX_LANE_BINS (1 << 18)
-
-typedef struct {
-    int64_t *lane[LANES];
-    int64_t *scratch;
-    Py_ssize_t bins;
-} Lanes;
-
-/* Lane 0 is the caller's histogram; the others are zeroed scratch (or the caller's too, when
- * there are too many bins or no memory: then the counts are the same, only slower). */
-static void lanes_open(Lanes *lanes, int64_t *hist, Py_ssize_t bins) {
-    lanes->bins = bins;
-    lanes->scratch = bins <= MAX_LANE_BINS ? calloc((size_t)(LANES - 1) * (size_t)bins, sizeof(int64_t)) : NULL;
-    lanes->lane[0] = hist;
-    for (int k = 1; k < LANES; k++) lanes->lane[k] = lanes->scratch ? lanes->scratch + (k - 1) * bins : hist;
+static inline int lowest_bit(uint32_t x) { /* x != 0 */
+#if defined(__GNUC__)
+    return __builtin_ctz(x);
+#else
+    int k = 0;
+    while (!(x & 1u)) x >>= 1, k++;
+    return k;
+#endif
 }
 
-static void lanes_close(Lanes *lanes) {
-    if (!lanes->scratch) return;
-    for (int k = 1; k < LANES; k++)
-        for (Py_ssize_t b = 0; b < lanes->bins; b++) lanes->lane[0][b] += lanes->lane[k][b];
-    free(lanes->scratch);
+/* Bit k set where x[k] != x[k - 1], for the BLOCK bytes at x; bit 0 compares with x[-1],
+ * which must be readable unless `first` (then bit 0 is set). The callers set bit 0 anyway:
+ * they count each block's runs on their own. */
+static inline uint32_t change_mask_u8(const uint8_t *x, int first) {
+    uint32_t changed = 1u;
+    if (first) {
+        for (int k = 1; k < BLOCK; k++) changed |= (uint32_t)(x[k] != x[k - 1]) << k;
+        return changed;
+    }
+#if defined(__SSE2__)
+    uint32_t same_low = (uint16_t)_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)x), _mm_loadu_si128((const __m128i *)(x - 1))));
+    uint32_t same_high = (uint16_t)_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(x + 16)), _mm_loadu_si128((const __m128i *)(x + 15))));
+    return ~(same_low | (same_high << 16));
+#else
+    changed = 0;
+    for (int k = 0; k < BLOCK; k++) changed |= (uint32_t)(x[k] != x[k - 1]) << k;
+    return changed;
+#endif
 }
 
-/* hist[(rows[i] << 8) | cols[i]] += 1 for all i: blocks of one pair add BLOCK at once, the
- * others count pixel by pixel over the lanes. */
+/* The same for BLOCK 4-byte ids. */
+static inline uint32_t change_mask_u32(const uint32_t *x, int first) {
+    uint32_t changed = 1u;
+    if (first) {
+        for (int k = 1; k < BLOCK; k++) changed |= (uint32_t)(x[k] != x[k - 1]) << k;
+        return changed;
+    }
+#if defined(__SSE2__)
+    uint32_t same = 0;
+    for (int v = 0; v < BLOCK / 4; v++) {
+        __m128i now = _mm_loadu_si128((const __m128i *)(x + 4 * v));
+        __m128i before = _mm_loadu_si128((const __m128i *)(x + 4 * v - 1));
+        same |= (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(now, before))) << (4 * v);
+    }
+    return ~same;
+#else
+    changed = 0;
+    for (int k = 0; k < BLOCK; k++) changed |= (uint32_t)(x[k] != x[k - 1]) << k;
+    return changed;
+#endif
+}
+
+/* hist[(rows[i] << 8) | cols[i]] += 1 for all i. A block of BLOCK pixels is counted run by
+ * run: one vector compare of each map with itself shifted by one marks where runs of one
+ * pair start, and each run adds its length at once, so a block of one pair (the bulk of a
+ * label map) is one increment. Two runs in a row never share a counter, so the increments
+ * never wait on each other as a plain hist[code]++ over a region of one code does. */
 static void joint_histogram_impl(const uint8_t *rows, const uint8_t *cols, Py_ssize_t n, int64_t *hist) {
-    Lanes lanes;
-    lanes_open(&lanes, hist, 65536);
-    int64_t *h0 = lanes.lane[0], *h1 = lanes.lane[1], *h2 = lanes.lane[2], *h3 = lanes.lane[3];
     Py_ssize_t i = 0;
     for (; i + BLOCK <= n; i += BLOCK) {
         const uint8_t *r = rows + i, *c = cols + i;
-        if (block_equal_u8(r, r[0]) && block_equal_u8(c, c[0])) {
-            h0[((uint32_t)r[0] << 8) | c[0]] += BLOCK;
-            continue;
-        }
-        for (int k = 0; k < BLOCK; k += LANES) {
-            h0[((uint32_t)r[k] << 8) | c[k]]++;
-            h1[((uint32_t)r[k + 1] << 8) | c[k + 1]]++;
-            h2[((uint32_t)r[k + 2] << 8) | c[k + 2]]++;
-            h3[((uint32_t)r[k + 3] << 8) | c[k + 3]]++;
+        uint32_t starts = change_mask_u8(r, i == 0) | change_mask_u8(c, i == 0) | 1u; /* runs are counted per block */
+        while (starts) {
+            int k = lowest_bit(starts);
+            starts &= starts - 1;
+            hist[((uint32_t)r[k] << 8) | c[k]] += (starts ? lowest_bit(starts) : BLOCK) - k;
         }
     }
-    for (; i < n; i++) h0[((uint32_t)rows[i] << 8) | cols[i]]++;
-    lanes_close(&lanes);
+    for (; i < n; i++) hist[((uint32_t)rows[i] << 8) | cols[i]]++;
 }
 
 PyDoc_STRVAR(joint_histogram_doc,
@@ -207,51 +221,25 @@ static PyObject *joint_histogram(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* hist[(seg[i] << 8) | base[i]] += 1; returns the number of pixels whose id is not below
- * rows (they are not counted). */
+/* hist[(seg[i] << 8) | base[i]] += 1, run by run as joint_histogram_impl; returns the
+ * number of pixels whose id is not below rows (they are not counted). */
 static Py_ssize_t vote_histogram_impl(const uint32_t *seg, const uint8_t *base, Py_ssize_t n, uint32_t rows,
                                       int64_t *hist) {
-    Lanes lanes;
-    lanes_open(&lanes, hist, (Py_ssize_t)rows * 256);
-    int64_t *h0 = lanes.lane[0], *h1 = lanes.lane[1], *h2 = lanes.lane[2], *h3 = lanes.lane[3];
     Py_ssize_t bad = 0, i = 0;
     for (; i + BLOCK <= n; i += BLOCK) {
         const uint32_t *s = seg + i;
         const uint8_t *c = base + i;
-        if (block_equal_u32(s, s[0]) && s[0] < rows) {  /* one masklet: only the base ids vary */
-            int64_t *row0 = h0 + ((uint64_t)s[0] << 8), *row1 = h1 + ((uint64_t)s[0] << 8);
-            int64_t *row2 = h2 + ((uint64_t)s[0] << 8), *row3 = h3 + ((uint64_t)s[0] << 8);
-            if (block_equal_u8(c, c[0])) {
-                row0[c[0]] += BLOCK;
-                continue;
-            }
-            for (int k = 0; k < BLOCK; k += LANES) {
-                row0[c[k]]++;
-                row1[c[k + 1]]++;
-                row2[c[k + 2]]++;
-                row3[c[k + 3]]++;
-            }
-            continue;
-        }
-        uint32_t largest = 0;
-        for (int k = 0; k < BLOCK; k++) largest = s[k] > largest ? s[k] : largest;
-        if (largest >= rows) {  /* rare: a bad id; count pixel by pixel */
-            for (int k = 0; k < BLOCK; k++) {
-                if (s[k] < rows) h0[((uint64_t)s[k] << 8) | c[k]]++; else bad++;
-            }
-            continue;
-        }
-        for (int k = 0; k < BLOCK; k += LANES) {
-            h0[((uint64_t)s[k] << 8) | c[k]]++;
-            h1[((uint64_t)s[k + 1] << 8) | c[k + 1]]++;
-            h2[((uint64_t)s[k + 2] << 8) | c[k + 2]]++;
-            h3[((uint64_t)s[k + 3] << 8) | c[k + 3]]++;
+        uint32_t starts = change_mask_u32(s, i == 0) | change_mask_u8(c, i == 0) | 1u; /* runs are counted per block */
+        while (starts) {
+            int k = lowest_bit(starts);
+            starts &= starts - 1;
+            int length = (starts ? lowest_bit(starts) : BLOCK) - k;
+            if (s[k] < rows) hist[((uint64_t)s[k] << 8) | c[k]] += length; else bad += length;
         }
     }
     for (; i < n; i++) {
-        if (seg[i] < rows) h0[((uint64_t)seg[i] << 8) | base[i]]++; else bad++;
+        if (seg[i] < rows) hist[((uint64_t)seg[i] << 8) | base[i]]++; else bad++;
     }
-    lanes_close(&lanes);
     return bad;
 }
 
