@@ -20,6 +20,14 @@
 #include <emmintrin.h>
 #endif
 
+/* Loops that GCC vectorises get an AVX2 build too, picked at load time on CPUs that have it
+ * (function multi-versioning); elsewhere they are built for the baseline instruction set. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define VECTOR_LOOP __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_LOOP
+#endif
+
 /* Pixels compared at once on the fast path of the run-counting kernels (one bit each in the
  * 32-bit masks of the value-peeling counters). */
 #define BLOCK 32
@@ -70,7 +78,7 @@ static int same_length(const Buffer *a, Py_ssize_t a_size, const Buffer *b, Py_s
 /* --------------------------------------------------------------------------------------- */
 /* Range check                                                                              */
 
-static Py_ssize_t count_out_of_range_impl(const uint8_t *x, Py_ssize_t n, uint8_t limit, uint8_t also) {
+VECTOR_LOOP static Py_ssize_t count_out_of_range_impl(const uint8_t *x, Py_ssize_t n, uint8_t limit, uint8_t also) {
     Py_ssize_t total = 0;
     Py_ssize_t i = 0;
     /* Byte counters per block of 255 pixels cannot overflow; the compare vectorises. */
@@ -349,7 +357,7 @@ static PyObject *paint_votes(PyObject *self, PyObject *args) {
 /* Pixels per step. A block of the run state is carried through all the frames of a chunk
  * while it stays in L1, so the state and each frame cross the memory bus once per chunk
  * instead of once per frame. */
-#define RUN_BLOCK 2048
+#define RUN_BLOCK 8192
 
 /* Counts of x[i] >= t over n <= RUN_BLOCK bytes (byte counters per 255: they vectorise). */
 static int64_t count_at_least(const uint8_t *x, Py_ssize_t n, uint8_t t) {
@@ -363,7 +371,7 @@ static int64_t count_at_least(const uint8_t *x, Py_ssize_t n, uint8_t t) {
     return total;
 }
 
-static void advance_runs_impl(const uint8_t *targets, const uint8_t *preds, Py_ssize_t frames, Py_ssize_t n,
+VECTOR_LOOP static void advance_runs_impl(const uint8_t *targets, const uint8_t *preds, Py_ssize_t frames, Py_ssize_t n,
                               const uint8_t *last_target, const uint8_t *last_preds, uint8_t *gt_run,
                               uint8_t *both_run, uint8_t cap, const uint8_t *thresholds, Py_ssize_t k,
                               int64_t *counts) {
@@ -453,50 +461,66 @@ static PyObject *advance_runs(PyObject *self, PyObject *args) {
  * packed 64 pixels to a word that is a few word operations per pixel row, instead of the
  * window max and min of every pixel. */
 
-/* bits[x / 64] bit x % 64 = (a[x] != b[x]) for x < n; the other bits of the row's `words`
- * words are 0. */
-static void pack_not_equal(const uint8_t *a, const uint8_t *b, Py_ssize_t n, Py_ssize_t words, uint64_t *bits) {
-    for (Py_ssize_t w = 0; w < words; w++) {
-        Py_ssize_t start = w * 64;
-        uint64_t word = 0;
-        if (start + 64 <= n) {
+/* Bit k set where a[k] != b[k], for the 64 bytes at a and b. */
+static inline uint64_t differ_mask64(const uint8_t *a, const uint8_t *b) {
 #if defined(__SSE2__)
-            for (int k = 0; k < 4; k++) {
-                __m128i x = _mm_loadu_si128((const __m128i *)(a + start + 16 * k));
-                __m128i y = _mm_loadu_si128((const __m128i *)(b + start + 16 * k));
-                uint64_t equal = (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, y));
-                word |= (~equal & 0xFFFFu) << (16 * k);
-            }
-#else
-            for (int k = 0; k < 64; k++) word |= (uint64_t)(a[start + k] != b[start + k]) << k;
-#endif
-        } else {
-            for (Py_ssize_t k = 0; start + k < n; k++) word |= (uint64_t)(a[start + k] != b[start + k]) << k;
-        }
-        bits[w] = word;
+    uint64_t same = 0;
+    for (int k = 0; k < 4; k++) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(a + 16 * k));
+        __m128i y = _mm_loadu_si128((const __m128i *)(b + 16 * k));
+        same |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, y)) << (16 * k);
     }
+    return ~same;
+#else
+    uint64_t differ = 0;
+    for (int k = 0; k < 64; k++) differ |= (uint64_t)(a[k] != b[k]) << k;
+    return differ;
+#endif
 }
 
-/* bits = (a[x] != value) for x < n, as pack_not_equal. */
-static void pack_not_value(const uint8_t *a, uint8_t value, Py_ssize_t n, Py_ssize_t words, uint64_t *bits) {
+/* Bit k set where a[k] != v, for the 64 bytes at a. */
+static inline uint64_t not_value_mask64(const uint8_t *a, uint8_t v) {
+#if defined(__SSE2__)
+    __m128i value = _mm_set1_epi8((char)v);
+    uint64_t same = 0;
+    for (int k = 0; k < 4; k++) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(a + 16 * k));
+        same |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, value)) << (16 * k);
+    }
+    return ~same;
+#else
+    uint64_t differ = 0;
+    for (int k = 0; k < 64; k++) differ |= (uint64_t)(a[k] != v) << k;
+    return differ;
+#endif
+}
+
+/* One GT row packed 64 pixels to a word, in one pass: horizontal changes (bit x: row[x] !=
+ * row[x + 1], x < width - 1), vertical changes (row[x] != next[x]; 0 without a next row),
+ * valid (row[x] != ignore) and differ (pred[x] != row[x]). The last, partial word is packed
+ * from copies padded so that the pixels past the row set no bit. */
+static void pack_row(const uint8_t *row, const uint8_t *next, const uint8_t *pred, Py_ssize_t width, uint8_t ignore,
+                     Py_ssize_t words, uint64_t *changes_h, uint64_t *changes_v, uint64_t *valid, uint64_t *differ) {
     for (Py_ssize_t w = 0; w < words; w++) {
         Py_ssize_t start = w * 64;
-        uint64_t word = 0;
-        if (start + 64 <= n) {
-#if defined(__SSE2__)
-            __m128i y = _mm_set1_epi8((char)value);
-            for (int k = 0; k < 4; k++) {
-                __m128i x = _mm_loadu_si128((const __m128i *)(a + start + 16 * k));
-                uint64_t equal = (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x, y));
-                word |= (~equal & 0xFFFFu) << (16 * k);
-            }
-#else
-            for (int k = 0; k < 64; k++) word |= (uint64_t)(a[start + k] != value) << k;
-#endif
+        const uint8_t *r = row + start, *n = next ? next + start : NULL, *p = pred + start;
+        uint8_t padded_r[65], padded_n[64], padded_p[64];
+        if (start + 64 >= width) { /* the last word: pad with the last pixel (no change), ignore (not valid) */
+            Py_ssize_t count = width - start;
+            memset(padded_r, row[width - 1], sizeof padded_r);
+            memcpy(padded_r, r, (size_t)count);
+            memcpy(padded_n, padded_r, 64);
+            if (n) memcpy(padded_n, n, (size_t)count);
+            memcpy(padded_p, padded_r, 64);
+            memcpy(padded_p, p, (size_t)count);
+            r = padded_r, n = n ? padded_n : NULL, p = padded_p;
+            valid[w] = not_value_mask64(r, ignore) & (count == 64 ? ~0ULL : ((1ULL << count) - 1));
         } else {
-            for (Py_ssize_t k = 0; start + k < n; k++) word |= (uint64_t)(a[start + k] != value) << k;
+            valid[w] = not_value_mask64(r, ignore);
         }
-        bits[w] = word;
+        changes_h[w] = differ_mask64(r, r + 1);
+        changes_v[w] = n ? differ_mask64(r, n) : 0;
+        differ[w] = differ_mask64(r, p);
     }
 }
 
@@ -517,7 +541,7 @@ static uint64_t *plane_row(uint64_t *plane, const PlaneLayout *layout, Py_ssize_
 
 /* dst[i] |= bits of src shifted so that bit x of the result is bit x + d of src, over the
  * plane's words guard..total-1 (the reads stay within the plane for |d| <= 64 * guard). */
-static void or_shifted(const uint64_t *src, uint64_t *dst, const PlaneLayout *layout, Py_ssize_t d) {
+VECTOR_LOOP static void or_shifted(const uint64_t *src, uint64_t *dst, const PlaneLayout *layout, Py_ssize_t d) {
     Py_ssize_t q = d >= 0 ? d / 64 : -((-d + 63) / 64); /* floor(d / 64) */
     int r = (int)(d - q * 64);                          /* 0..63 */
     Py_ssize_t start = layout->guard, stop = layout->total - layout->guard;
@@ -529,33 +553,41 @@ static void or_shifted(const uint64_t *src, uint64_t *dst, const PlaneLayout *la
     }
 }
 
-/* dst = OR of src shifted by sign * e for e = 0..count - 1 (1 <= count <= 64 * guard + 1),
- * by doubling the span 1, 2, 4, ... in tmp: about log2(count) passes. Every bit of tmp is the
- * OR of src over a span on one side of it, so reading it up to count - 1 bits further that
- * way only reaches guard zeros past the row's end, never the next row. */
-static void run_or(const uint64_t *src, uint64_t *dst, uint64_t *tmp, const PlaneLayout *layout, Py_ssize_t count,
-                   int sign) {
-    size_t bytes = (size_t)layout->total * sizeof(uint64_t);
-    memcpy(tmp, src, bytes);
-    Py_ssize_t span = 1;
-    while (span * 2 <= count) {
-        memcpy(dst, tmp, bytes);
-        or_shifted(dst, tmp, layout, sign * span);
-        span *= 2;
+/* x |= x shifted by d bits (d != 0), in place: bit p gets bit p + d as it was before. Word i
+ * reads words i + floor(d / 64) and the one after, all on the side not yet written when the
+ * loop walks away from them (up for d > 0, down for d < 0). */
+VECTOR_LOOP static void or_shifted_in_place(uint64_t *x, const PlaneLayout *layout, Py_ssize_t d) {
+    Py_ssize_t q = d >= 0 ? d / 64 : -((-d + 63) / 64); /* floor(d / 64) */
+    int r = (int)(d - q * 64);                          /* 0..63 */
+    Py_ssize_t start = layout->guard, stop = layout->total - layout->guard;
+    if (d > 0) {
+        for (Py_ssize_t i = start; i < stop; i++)
+            x[i] |= r ? (x[i + q] >> r) | (x[i + q + 1] << (64 - r)) : x[i + q];
+    } else {
+        for (Py_ssize_t i = stop - 1; i >= start; i--)
+            x[i] |= r ? (x[i + q] >> r) | (x[i + q + 1] << (64 - r)) : x[i + q];
     }
-    memcpy(dst, tmp, bytes);
-    if (span < count) or_shifted(tmp, dst, layout, sign * (count - span));
+}
+
+/* dst = OR of src shifted by sign * e for e = 0..count - 1 (1 <= count <= 64 * guard + 1),
+ * by doubling the span 1, 2, 4, ... in place: about log2(count) passes. Every bit is then
+ * the OR of src over a span on one side of it, so reading it up to count - 1 bits further
+ * that way only reaches guard zeros past the row's end, never the next row. */
+static void run_or(const uint64_t *src, uint64_t *dst, const PlaneLayout *layout, Py_ssize_t count, int sign) {
+    memcpy(dst, src, (size_t)layout->total * sizeof(uint64_t));
+    Py_ssize_t span = 1;
+    for (; span * 2 <= count; span *= 2) or_shifted_in_place(dst, layout, sign * span);
+    if (span < count) or_shifted_in_place(dst, layout, sign * (count - span));
 }
 
 /* dst = OR of src shifted by every d in -before..after (1 <= before, 0 <= after): the run
  * 0..after, and the run -before..-1 as the run -(before - 1)..0 moved by -1. The guards of
- * dst are not cleared (only image rows are read later). scratch: two planes. */
+ * dst are not cleared (only image rows are read later). scratch: one plane. */
 static void dilate_rows(const uint64_t *src, uint64_t *dst, uint64_t *scratch, const PlaneLayout *layout,
                         Py_ssize_t before, Py_ssize_t after) {
-    uint64_t *left = scratch, *tmp = scratch + layout->total;
-    run_or(src, dst, tmp, layout, after + 1, 1);
-    run_or(src, left, tmp, layout, before, -1);
-    or_shifted(left, dst, layout, -1);
+    run_or(src, dst, layout, after + 1, 1);
+    run_or(src, scratch, layout, before, -1);
+    or_shifted(scratch, dst, layout, -1);
 }
 
 /* Bits set in x (SWAR: no popcnt instruction is assumed). */
@@ -567,12 +599,12 @@ static inline int64_t popcount64(uint64_t x) {
 }
 
 /* Planes a frame needs: horizontal and vertical changes, their dilations, valid and differ
- * bits, and two scratch planes; plus one row to gather a row's neighbourhood. */
-#define BAND_PLANES 8
+ * bits, and a scratch plane; plus one row to gather a row's neighbourhood. */
+#define BAND_PLANES 7
 
 /* One frame: counts[0] = |band|, counts[1] = |{p in band : preds = target}|; band bytes (0/1)
  * into band_out if given. planes: BAND_PLANES * layout->total + layout->words zeroed words. */
-static void boundary_band_frame(const uint8_t *target, const uint8_t *preds, Py_ssize_t height, Py_ssize_t width,
+VECTOR_LOOP static void boundary_band_frame(const uint8_t *target, const uint8_t *preds, Py_ssize_t height, Py_ssize_t width,
                                 Py_ssize_t radius, uint8_t ignore, const PlaneLayout *layout, uint64_t *planes,
                                 int64_t *counts, uint8_t *band_out) {
     Py_ssize_t words = layout->words, total = layout->total;
@@ -581,28 +613,30 @@ static void boundary_band_frame(const uint8_t *target, const uint8_t *preds, Py_
     uint64_t *scratch = planes + 6 * total, *near = planes + BAND_PLANES * total;
     for (Py_ssize_t y = 0; y < height; y++) {
         const uint8_t *row = target + y * width;
-        pack_not_equal(row, row + 1, width - 1, words, plane_row(changes_h, layout, y));
-        if (y + 1 < height) pack_not_equal(row, row + width, width, words, plane_row(changes_v, layout, y));
-        pack_not_value(row, ignore, width, words, plane_row(valid, layout, y));
-        pack_not_equal(row, preds + y * width, width, words, plane_row(differ, layout, y));
+        pack_row(row, y + 1 < height ? row + width : NULL, preds + y * width, width, ignore, words,
+                 plane_row(changes_h, layout, y), plane_row(changes_v, layout, y), plane_row(valid, layout, y),
+                 plane_row(differ, layout, y));
     }
-    memset(plane_row(changes_v, layout, height - 1), 0, (size_t)words * sizeof(uint64_t));
     /* Horizontal dilation: pair (x', x' + 1) lies in columns x - r..x + r iff x' in x - r..x + r - 1. */
     dilate_rows(changes_h, wide_h, scratch, layout, radius, radius - 1);
     dilate_rows(changes_v, wide_v, scratch, layout, radius, radius);
+    /* Vertical dilation. Row y needs the horizontal changes of rows y - r..y + r and the
+     * vertical pairs (y', y' + 1) with y' in y - r..y + r - 1: merged, rows y - r..y + r - 1
+     * of both (wide_v becomes their OR) and row y + r of the horizontal ones. */
+    for (Py_ssize_t y = 0; y < height; y++) {
+        uint64_t *both = plane_row(wide_v, layout, y);
+        const uint64_t *horizontal = plane_row(wide_h, layout, y);
+        for (Py_ssize_t i = 0; i < words; i++) both[i] |= horizontal[i];
+    }
     int64_t band_total = 0, agree_total = 0;
     for (Py_ssize_t y = 0; y < height; y++) {
-        /* Vertical dilation: rows y - r..y + r of horizontal changes; pairs (y', y' + 1) of
-         * vertical changes with y' in y - r..y + r - 1. */
         Py_ssize_t low = y - radius < 0 ? 0 : y - radius;
-        Py_ssize_t high_h = y + radius > height - 1 ? height - 1 : y + radius;
-        Py_ssize_t high_v = y + radius - 1 > height - 2 ? height - 2 : y + radius - 1;
-        memset(near, 0, (size_t)words * sizeof(uint64_t));
-        for (Py_ssize_t k = low; k <= high_h; k++) {
-            const uint64_t *source = plane_row(wide_h, layout, k);
-            for (Py_ssize_t i = 0; i < words; i++) near[i] |= source[i];
-        }
-        for (Py_ssize_t k = low; k <= high_v; k++) {
+        Py_ssize_t high = y + radius - 1 > height - 1 ? height - 1 : y + radius - 1;
+        if (y + radius <= height - 1)
+            memcpy(near, plane_row(wide_h, layout, y + radius), (size_t)words * sizeof(uint64_t));
+        else
+            memset(near, 0, (size_t)words * sizeof(uint64_t));
+        for (Py_ssize_t k = low; k <= high; k++) {
             const uint64_t *source = plane_row(wide_v, layout, k);
             for (Py_ssize_t i = 0; i < words; i++) near[i] |= source[i];
         }
@@ -620,6 +654,32 @@ static void boundary_band_frame(const uint8_t *target, const uint8_t *preds, Py_
     counts[0] = band_total;
     counts[1] = agree_total;
 }
+
+/* Zeroed scratch planes of `words` words for the calling thread, kept between calls: fresh
+ * memory for every chunk would pay its page faults again (≈ 0.3 ms for 480p). Zeroing them
+ * each call matters: the guards must be 0, and their places move with the layout. */
+#if defined(__GNUC__)
+static __thread uint64_t *cached_planes = NULL;
+static __thread size_t cached_words = 0;
+
+static uint64_t *band_planes(size_t words) {
+    if (words > cached_words) {
+        free(cached_planes);
+        cached_planes = malloc(words * sizeof(uint64_t));
+        cached_words = cached_planes ? words : 0;
+        if (!cached_planes) return NULL;
+    }
+    memset(cached_planes, 0, words * sizeof(uint64_t));
+    return cached_planes;
+}
+
+static void band_planes_done(uint64_t *planes) { (void)planes; /* kept for the next call */ }
+#else
+/* No thread-local storage: a buffer per call. */
+static uint64_t *band_planes(size_t words) { return calloc(words, sizeof(uint64_t)); }
+
+static void band_planes_done(uint64_t *planes) { free(planes); }
+#endif
 
 PyDoc_STRVAR(boundary_band_doc,
              "boundary_band(target, preds, frames, height, width, radius, ignore, counts, band=None) -> None\n\n"
@@ -659,9 +719,7 @@ static PyObject *boundary_band(PyObject *self, PyObject *args) {
     layout.stride = layout.words + layout.guard;
     layout.total = layout.guard + height * layout.stride;
     int empty = frames == 0 || height == 0 || width == 0;
-    /* calloc: the guards must be zero, and nothing but image rows is ever written to the
-     * change planes. */
-    uint64_t *planes = empty ? NULL : calloc(BAND_PLANES * (size_t)layout.total + (size_t)layout.words, sizeof(uint64_t));
+    uint64_t *planes = empty ? NULL : band_planes(BAND_PLANES * (size_t)layout.total + (size_t)layout.words);
     if (!empty && !planes) {
         release(b, 4);
         return PyErr_NoMemory();
@@ -680,7 +738,7 @@ static PyObject *boundary_band(PyObject *self, PyObject *args) {
                             planes, counts + 2 * k, band ? band + k * size : NULL);
     }
     Py_END_ALLOW_THREADS
-    free(planes);
+    if (planes) band_planes_done(planes);
     release(b, 4);
     Py_RETURN_NONE;
 }

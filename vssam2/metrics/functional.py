@@ -115,9 +115,11 @@ def _joint_byte_histogram(rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
     pair, the bulk of a label map, is counted at once; a plain bincount would stall on the one
     counter a region increments pixel after pixel.
     """
-    joint = torch.zeros(256 * 256, dtype=torch.int64)
-    label_kernels.joint_histogram(np.ravel(rows), np.ravel(cols), joint.numpy())
-    return joint.view(256, 256)
+    # numpy's zeros come from calloc: fresh zero pages, faulted in only where counts land
+    # (torch.zeros writes all 512 KB, page faults included, on every call).
+    joint = np.zeros(256 * 256, dtype=np.int64)
+    label_kernels.joint_histogram(np.ravel(rows), np.ravel(cols), joint)
+    return torch.from_numpy(joint).view(256, 256)
 
 
 def confusion_matrix(
