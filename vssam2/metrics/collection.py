@@ -10,7 +10,7 @@ from torch import nn
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.boundary import BoundaryIoU
 from vssam2.metrics.consistency import VideoConsistency
-from vssam2.metrics.functional import check_pair
+from vssam2.metrics.functional import check_pair, confusion_matrix
 from vssam2.metrics.iou import SemanticIoU
 from vssam2.parallel import run_all
 
@@ -58,16 +58,21 @@ class VSSMetrics(nn.Module):
         """Adds one chunk of a video: (L, H, W) predicted and GT ids of frames start…start+L−1."""
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)  # once for all
         # Each metric's update is a few long single-threaded kernels that release the GIL:
-        # on the CPU they run side by side, one per core.
-        updates = [  # the longest first, so that the shorter ones share the other core
+        # on the CPU they run side by side, one per core. The confusion matrix is counted in
+        # two halves of the chunk so that the work splits evenly between two cores (the
+        # boundary band and the sequential mVC pass take about as long as each other).
+        half = preds.shape[0] // 2
+        updates = [
             lambda: self.boundary.update(preds, target, validate=False),
-            lambda: self.iou.update(preds, target, validate=False),
+            lambda: confusion_matrix(preds[:half], target[:half], self.num_classes, self.ignore_index),
+            lambda: confusion_matrix(preds[half:], target[half:], self.num_classes, self.ignore_index),
         ]
         if self.consistency is not None:
-            updates.append(
-                lambda: self.consistency.update(preds, target, video=video, start=start, last=last, validate=False)
+            updates.insert(
+                1, lambda: self.consistency.update(preds, target, video=video, start=start, last=last, validate=False)
             )
-        run_all(updates, preds.device)
+        results = run_all(updates, preds.device)
+        self.iou.update(confmat=results[-2] + results[-1])
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Returns ``{"mIoU", "WIoU", "mBIoU", "mVC8", "mVC16", "per_class_iou"}`` (fractions)."""
