@@ -12,9 +12,9 @@ venv: $(STAMP)
 
 # torch/torchvision first (pip takes them from the local wheel cache where present); sam2
 # then builds from source against that torch, without its CUDA extension; our own install
-# compiles the label-map kernels (vssam2/label_kernels.c, needs a C compiler), and runs again
+# compiles the label-map kernels (vssam2/_label_kernels.c, needs a C compiler), and runs again
 # when that source changes.
-$(STAMP): pyproject.toml setup.py vssam2/label_kernels.c
+$(STAMP): pyproject.toml setup.py vssam2/_label_kernels.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1

@@ -185,3 +185,16 @@ def test_bad_buffers_are_errors_not_reinterpreted_bytes():
         label_kernels.boundary_band(byte_map, byte_map, 1, 8, 8, 0, 255, np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="frames \\* height \\* width"):
         label_kernels.boundary_band(byte_map, byte_map, 1, 8, 9, 1, 255, np.zeros(2, np.int64))
+
+
+def test_unbuilt_kernels_name_the_build_step(monkeypatch):
+    """A source checkout used without building the extension gets told how to build it."""
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vssam2._label_kernels", None)  # import of it fails
+    monkeypatch.delitem(sys.modules, "vssam2.label_kernels")
+    with pytest.raises(ImportError, match="build_ext --inplace"):
+        importlib.import_module("vssam2.label_kernels")
+    monkeypatch.undo()
+    assert importlib.import_module("vssam2.label_kernels").joint_histogram is not None

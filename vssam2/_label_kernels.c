@@ -756,10 +756,10 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "vssam2.label_kernels",
+    PyModuleDef_HEAD_INIT, "vssam2._label_kernels",
     "Compiled CPU kernels over label maps (run-counting histograms, majority-vote painting,\n"
     "mVC run lengths, boundary bands, id range checks). They release the GIL.",
     -1, methods,
 };
 
-PyMODINIT_FUNC PyInit_label_kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__label_kernels(void) { return PyModule_Create(&module); }
