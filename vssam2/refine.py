@@ -160,10 +160,11 @@ def _vote_histogram(segments: torch.Tensor, base: torch.Tensor, num_classes: int
     if _on_host_kernels(seg, flat_base):
 
         def count(start: int, stop: int) -> torch.Tensor:
-            hist = torch.zeros(bins, dtype=torch.int64)
-            # Every id is a row by construction (largest id, or compaction), so none is left out.
-            label_kernels.vote_histogram(seg[start:stop].numpy(), flat_base[start:stop].numpy(), hist.numpy())
-            return hist
+            hist = np.zeros(bins, dtype=np.int64)  # calloc: only the pages votes land on are touched
+            left_out = label_kernels.vote_histogram(seg[start:stop].numpy(), flat_base[start:stop].numpy(), hist)
+            if left_out:  # every id is a row by construction (largest id, or compaction)
+                raise RuntimeError(f"vote histogram: {left_out} pixels had no row (ids changed during the call?)")
+            return torch.from_numpy(hist)
 
     else:
 
