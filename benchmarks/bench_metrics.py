@@ -366,10 +366,16 @@ def main(argv: list[str] | None = None) -> int:
             + ")"
         )
         speedup = ref_e2e_s / ours_e2e_s
-        verdict = "met" if speedup >= args.target else "NOT met"
+        compute_speedup = ref_mem_s / ours_mem_s
+
+        def verdict(value: float) -> str:
+            return "met" if value >= args.target else "NOT met"
+
         print(
-            f"end-to-end speed-up {speedup:.2f}× (target ≥ {args.target:g}×: {verdict}); "
-            f"compute-only speed-up {ref_mem_s / ours_mem_s:.2f}×"
+            f"compute-only speed-up (the metrics themselves) {compute_speedup:.2f}× "
+            f"(target ≥ {args.target:g}×: {verdict(compute_speedup)}); end-to-end speed-up {speedup:.2f}× "
+            f"(target ≥ {args.target:g}×: {verdict(speedup)}; decoding the PNGs once bounds it at "
+            f"{ref_e2e_s / floor_s:.1f}× here)"
         )
         if args.profile:
             print()
