@@ -1,15 +1,18 @@
-/* Compiled CPU kernels over label maps: the passes that numpy / torch can only write as
- * several full-size temporaries and a stalling histogram.
+/* Compiled CPU kernels over label maps (the Python face is vssam2/label_kernels.py): the
+ * passes that numpy / torch can only write as several full-size temporaries and a stalling
+ * histogram.
  *
- * Every function takes C-contiguous buffers (numpy arrays, or torch CPU tensors through
- * .numpy()), checks their lengths, and releases the GIL while it runs, so Python threads can
- * run kernels side by side. The Python side (vssam2.refine, vssam2.metrics.functional)
- * chooses these kernels for CPU tensors and torch's for CUDA tensors (vssam2.host_kernels).
+ * Every function takes C-contiguous buffers of integers (numpy arrays, or torch CPU tensors
+ * through .numpy()), checks their item sizes, formats and lengths, and releases the GIL while
+ * it runs, so Python threads can run kernels side by side. The Python side (vssam2.refine,
+ * vssam2.metrics.functional, vssam2.labels) chooses these kernels for CPU tensors and torch's
+ * for CUDA tensors (vssam2.host_kernels).
  *
- * Histograms over label maps hit the same counter pixel after pixel (long runs of one id):
- * a plain `hist[code]++` then waits on its own previous store every pixel. These kernels
- * count runs in a register instead, and skip over whole blocks of BLOCK equal pixels with
- * one vectorised compare, so a region of one id costs a fraction of a cycle per pixel.
+ * A 480p label map is memory-bound on a CPU: each kernel reads its maps once and allocates
+ * nothing per pixel. Histograms over label maps would hit the same counter pixel after pixel
+ * (long runs of one id), and a plain `hist[code]++` then waits on its own previous store; these
+ * kernels count a block of 32 pixels run by run instead (one vector compare finds where runs
+ * start, each run adds its length), so a block of one id is one increment.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,15 +24,15 @@
 #endif
 
 /* Loops that GCC vectorises get an AVX2 build too, picked at load time on CPUs that have it
- * (function multi-versioning); elsewhere they are built for the baseline instruction set. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+ * (function multi-versioning, through glibc's ifunc); elsewhere they are built for the
+ * baseline instruction set. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 #define VECTOR_LOOP __attribute__((target_clones("avx2", "default")))
 #else
 #define VECTOR_LOOP
 #endif
 
-/* Pixels compared at once on the fast path of the run-counting kernels (one bit each in the
- * 32-bit masks of the value-peeling counters). */
+/* Pixels per block of the run-counting kernels: one bit each in a 32-bit run-start mask. */
 #define BLOCK 32
 
 typedef struct {
