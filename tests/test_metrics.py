@@ -327,6 +327,25 @@ def test_chunks_out_of_order_raise():
         vc(x, x, video="w")
 
 
+def test_refused_chunk_updates_no_metric_of_the_collection():
+    """A chunk out of order (or of another frame size) is refused before any metric of the
+    collection takes it: IoU, boundary and consistency states all stay as they were."""
+    rng = np.random.default_rng(2)
+    preds, gts = random_video(rng, 6, 12, 14, 4, flip=0.1)
+    metrics = VSSMetrics(num_classes=4, vc_lengths=(2,))
+    metrics.update(t(preds[:3]), t(gts[:3]), video="v", start=0)
+    before = {name: value.clone() for name, value in metrics.compute().items()}
+    confmat, scores = metrics.iou.confmat.clone(), len(metrics.boundary.scores)
+    with pytest.raises(ValueError, match="frame 3 was expected"):
+        metrics.update(t(preds[3:]), t(gts[3:]), video="v", start=4)
+    with pytest.raises(ValueError, match="frame size changed"):
+        metrics.update(t(preds[3:, :5]), t(gts[3:, :5]), video="v", start=3)
+    assert torch.equal(metrics.iou.confmat, confmat) and len(metrics.boundary.scores) == scores
+    after = metrics.compute()
+    assert all(torch.equal(after[name].nan_to_num(-1), before[name].nan_to_num(-1)) for name in before)
+    metrics.update(t(preds[3:]), t(gts[3:]), video="v", start=3, last=True)  # the right chunk still goes in
+
+
 def test_constructor_arguments_are_checked():
     with pytest.raises(ValueError, match="windows"):
         VideoConsistency(n=8, windows="both")

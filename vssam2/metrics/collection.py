@@ -57,6 +57,8 @@ class VSSMetrics(nn.Module):
     ) -> None:
         """Adds one chunk of a video: (L, H, W) predicted and GT ids of frames start…start+L−1."""
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)  # once for all
+        if self.consistency is not None:  # a chunk out of order must not update the other metrics either
+            self.consistency.check_chunk(video, start, tuple(target.shape[1:]))
         # Each metric's update is a few long single-threaded kernels that release the GIL:
         # on the CPU they run side by side, one per core. The confusion matrix is counted in
         # two halves of the chunk so that the work splits evenly between two cores (the

@@ -106,21 +106,9 @@ class VideoConsistency(Metric):
                 that changes within a video, or invalid label maps.
         """
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index, validate)
-        if video in self._finished:
-            raise ValueError(f"video {video!r}: got a chunk at frame {start} after its last chunk")
+        self.check_chunk(video, start, tuple(target.shape[1:]))
         open_video = self._open.get(video)
         runs = open_video.runs if open_video is not None else None
-        expected = runs.frames if runs is not None else 0
-        if start != expected:
-            raise ValueError(
-                f"video {video!r}: chunk starts at frame {start} but frame {expected} was expected next "
-                "(chunks of a video must arrive in order, each frame once)"
-            )
-        if runs is not None and runs.target.shape != target.shape[1:]:
-            raise ValueError(
-                f"video {video!r}: frame size changed from {tuple(runs.target.shape)} "
-                f"to {tuple(target.shape[1:])} at frame {start}"
-            )
         runs, counts = advance_stable_runs(runs, preds, target, self.lengths)
         pending: dict[int, tuple[int, int]] = {}
         for length, windows in counts.items():
@@ -140,6 +128,27 @@ class VideoConsistency(Metric):
             # Own copies: the caller's chunk may be a view into a buffer it reuses.
             runs.preds, runs.target = runs.preds.clone(), runs.target.clone()
             self._open[video] = _OpenVideo(runs, pending)
+
+    def check_chunk(self, video: str, start: int, frame_size: tuple[int, ...]) -> None:
+        """Raises ValueError unless a chunk of ``video`` starting at frame ``start`` with frames
+        of ``frame_size`` (H, W) may come next; changes nothing (callers that update several
+        metrics check first, so that a refused chunk updates none of them).
+        """
+        if video in self._finished:
+            raise ValueError(f"video {video!r}: got a chunk at frame {start} after its last chunk")
+        open_video = self._open.get(video)
+        runs = open_video.runs if open_video is not None else None
+        expected = runs.frames if runs is not None else 0
+        if start != expected:
+            raise ValueError(
+                f"video {video!r}: chunk starts at frame {start} but frame {expected} was expected next "
+                "(chunks of a video must arrive in order, each frame once)"
+            )
+        if runs is not None and tuple(runs.target.shape) != tuple(frame_size):
+            raise ValueError(
+                f"video {video!r}: frame size changed from {tuple(runs.target.shape)} "
+                f"to {tuple(frame_size)} at frame {start}"
+            )
 
     def compute(self) -> torch.Tensor | dict[int, torch.Tensor]:
         """Returns mVC_n in [0, 1] (NaN when no window had GT-stable pixels); with several
