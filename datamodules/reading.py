@@ -125,38 +125,41 @@ def load_frames_range(
     ref_path = video.mask_path(0)
     ref_size = image_size(ref_path)
     methods = list(video.pred_dirs) if load_preds else []
+    # Every file is checked to have ref_size before it is stored, so each thread writes its
+    # decoded frame straight into the chunk (no list of frames stacked afterwards).
+    count = max(stop - start, 0)
+    gts = np.empty((count, *ref_size), dtype=np.uint8)  # (T, H, W)
+    preds_out = {method: np.empty((count, *ref_size), dtype=np.uint8) for method in methods}  # (T, H, W) each
+    frames = np.empty((count, *ref_size, 3), dtype=np.uint8) if load_frames else None  # (T, H, W, 3)
 
-    def read(index: int) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+    def read(index: int) -> None:
+        slot = index - start
         mask_path = video.mask_path(index)
         gt = read_mask(mask_path, layout, num_classes)  # (H, W) uint8
         _check_size(mask_path, gt.shape, ref_path, ref_size)
+        gts[slot] = gt
         frame_path = video.frame_path(index)
-        frame = None
-        if load_frames:
+        if frames is not None:
             frame = read_frame(frame_path)  # (H, W, 3) uint8
             _check_size(frame_path, frame.shape[:2], mask_path, gt.shape)
+            frames[slot] = frame
         else:
             _check_size(frame_path, image_size(frame_path), mask_path, gt.shape)
-        preds = []
         for method in methods:
             pred_path = video.pred_path(method, index)
             pred = read_prediction(pred_path, method, num_classes)  # (H, W) uint8
             _check_size(pred_path, pred.shape, mask_path, gt.shape)
-            preds.append(pred)
-        return gt, frame, preds
+            preds_out[method][slot] = pred
 
     # PNG / JPEG decoding releases the GIL: frames are read one per core (the first error in
     # frame order is raised). Inside DataLoader workers torch runs 1 thread, so this is serial.
-    read_frames = run_all([functools.partial(read, index) for index in range(start, stop)], "cpu")
+    run_all([functools.partial(read, index) for index in range(start, stop)], "cpu")
     out: dict[str, torch.Tensor | dict[str, torch.Tensor]] = {
-        "gt": torch.from_numpy(np.stack([gt for gt, _, _ in read_frames])),  # (T, H, W) uint8
-        "preds": {
-            method: torch.from_numpy(np.stack([preds[k] for _, _, preds in read_frames]))  # (T, H, W) uint8
-            for k, method in enumerate(methods)
-        },
+        "gt": torch.from_numpy(gts),
+        "preds": {method: torch.from_numpy(array) for method, array in preds_out.items()},
     }
-    if load_frames:
-        out["frames"] = torch.from_numpy(np.stack([frame for _, frame, _ in read_frames]))  # (T, H, W, 3) uint8
+    if frames is not None:
+        out["frames"] = torch.from_numpy(frames)
     return out
 
 
