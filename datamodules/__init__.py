@@ -1,28 +1,20 @@
-"""LightningDataModules for VSPW and VIPSeg: evaluation streaming, training clips, predictions."""
+"""LightningDataModules for VSPW and VIPSeg: evaluation streaming, training clips, predictions.
 
-from .errors import DataError
-from .index import SplitIndex, VideoEntry, index_split
-from .layout import VIPSEG_LAYOUT, VSPW_LAYOUT, DatasetLayout, VIPSegLayout
-from .streaming import VideoClipStream, balance_videos, chunk_bounds
+The dataset code they stand on (layouts, split indexes, reading, chunk streams, the
+:class:`~vssam2.errors.DataError` they raise) is the library's: :mod:`vssam2.datasets`.
+"""
+
+from vssam2.errors import DataError
+
 from .training import TrainClipDataset, collate_clips, default_train_transform
 from .vipseg import VIPSegDataModule
 from .vspw import VSPWDataModule
 
 __all__ = [
     "DataError",
-    "DatasetLayout",
-    "SplitIndex",
     "TrainClipDataset",
-    "VIPSEG_LAYOUT",
     "VIPSegDataModule",
-    "VIPSegLayout",
     "VSPWDataModule",
-    "VSPW_LAYOUT",
-    "VideoClipStream",
-    "VideoEntry",
-    "balance_videos",
-    "chunk_bounds",
     "collate_clips",
     "default_train_transform",
-    "index_split",
 ]

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import DataError
-from .index import VideoEntry
-from .layout import VSPW_LAYOUT, DatasetLayout
-from .reading import load_frames_range
+from vssam2.datasets.index import VideoEntry
+from vssam2.datasets.layout import VSPW_LAYOUT, DatasetLayout
+from vssam2.datasets.reading import load_frames_range
+from vssam2.errors import DataError
 
 if TYPE_CHECKING:
     from vssam2.masklets.cache import MaskletCache

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .layout import VIPSEG_LAYOUT, DatasetLayout
+from vssam2.datasets.layout import VIPSEG_LAYOUT, DatasetLayout
+
 from .vspw import VSPWDataModule
 
 

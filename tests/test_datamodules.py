@@ -17,14 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import (
-    DataError,
-    VIPSegDataModule,
-    VSPWDataModule,
-    balance_videos,
-    index_split,
-)
-from datamodules.layout import VIPSEG_LAYOUT
+from datamodules import VIPSegDataModule, VSPWDataModule
+from vssam2.datasets import VIPSEG_LAYOUT, balance_videos, index_split
+from vssam2.errors import DataError
 from vssam2.labels import raw_to_eval, vipseg_panoptic_to_eval
 
 H, W = 12, 16  # tiny frames keep the whole file fast

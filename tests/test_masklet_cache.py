@@ -16,7 +16,9 @@ import torch
 import yaml
 from PIL import Image
 
-from datamodules import DataError, VIPSegDataModule, VSPWDataModule, balance_videos
+from datamodules import VIPSegDataModule, VSPWDataModule
+from vssam2.datasets import balance_videos
+from vssam2.errors import DataError
 from vssam2.masklets.base import MaskletSource, MaskletTable
 from vssam2.masklets.cache import (
     CONFIG_FILE,

@@ -196,15 +196,6 @@ def _sweep(
 # ------------------------------------------------------------------------------ data
 
 
-def _datamodule(data: Any, **overrides: Any) -> Any:
-    """A new data module of ``data``'s class with its init args and ``overrides``."""
-    hparams = dict(getattr(data, "hparams", {}))
-    if not hparams:
-        raise TypeError(f"{type(data).__name__} keeps no init args (hparams); cannot rebuild it")
-    hparams.update(overrides)
-    return type(data)(**hparams)
-
-
 def clip_len_for(source: MaskletSource, data: Any, tie_clip_len: bool = True) -> int:
     """Frames per chunk (= per vote): the source's ``window`` when tied, else ``data.clip_len``."""
     window = getattr(source, "window", None)
@@ -303,7 +294,7 @@ def run_ablation(
 
     Args:
         source: the masklet source the values are set on (None for ``parameter="source"``).
-        data: a :class:`datamodules.VSPWDataModule` (or VIPSeg) with the prediction sources to
+        data: the dataset (:class:`vssam2.datasets.VideoSplits`, e.g. a VSPW / VIPSeg data module) with the prediction sources to
             refine (``pred_roots``); rebuilt with its init args for each value (``clip_len``,
             ``masklet_cache``, ``load_frames=False``).
         split: split to compute, refine and score.
@@ -348,14 +339,14 @@ def run_ablation(
     refined_rows: list[dict[str, Any]] = []
     for label, value, item_source in items:
         clip_len = clip_len_for(item_source, data, tie_clip_len)
-        compute_dm = _datamodule(data, clip_len=clip_len, masklet_cache=None, load_frames=False, max_videos=limit)
+        compute_dm = data.with_options(clip_len=clip_len, masklet_cache=None, load_frames=False, max_videos=limit)
         summary = compute_cache(
             item_source, compute_dm, split, cache_root=cache_root, rank=0, world_size=1, progress=progress
         )
         if progress:
             print(f"[ablation {parameter}={label}] {summary}", flush=True)
-        eval_dm = _datamodule(
-            data, clip_len=clip_len, masklet_cache=str(summary.directory), load_frames=False, max_videos=limit
+        eval_dm = data.with_options(
+            clip_len=clip_len, masklet_cache=str(summary.directory), load_frames=False, max_videos=limit
         )
         score_base = base_metrics is None
         if score_base:
@@ -421,7 +412,7 @@ def build_parser():
     """The command's parser (``--config``, ``--print_config``, dotted overrides)."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from datamodules import VSPWDataModule
+    from vssam2.datasets import VideoSplits
 
     parser = ArgumentParser(
         prog="python -m vssam2.ablation",
@@ -431,7 +422,7 @@ def build_parser():
     parser.add_subclass_arguments(
         MaskletSource, "source", required=False, help="Masklet source the values are set on (not for parameter=source)"
     )
-    parser.add_subclass_arguments(VSPWDataModule, "data", required=True, help="Data module with pred_roots")
+    parser.add_subclass_arguments(VideoSplits, "data", required=True, help="Dataset with pred_roots (class_path/init_args, e.g. datamodules.VSPWDataModule)")
     parser.add_argument("--split", type=str, default="val", help="Split to score")
     parser.add_argument(
         "--parameter", type=str, required=True, help="Dotted source attribute (window, proposal.points_per_side, ...) or 'source'"

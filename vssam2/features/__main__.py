@@ -22,7 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
 
-from datamodules import VSPWDataModule  # noqa: E402
+from vssam2.datasets import VideoSplits  # noqa: E402
 from vssam2.encoders import FrozenEncoder  # noqa: E402
 from vssam2.features.cache import FeatureRunSummary, compute_feature_cache  # noqa: E402
 from vssam2.masklets.cache import rank_from_env  # noqa: E402
@@ -36,7 +36,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (repeatable)")
     parser.add_subclass_arguments(FrozenEncoder, "encoder", required=True, help="Frozen encoder (class_path/init_args)")
-    parser.add_subclass_arguments(VSPWDataModule, "data", required=True, help="Data module with masklet_cache")
+    parser.add_subclass_arguments(VideoSplits, "data", required=True, help="Dataset with masklet_cache (class_path/init_args): a vssam2.datasets.VideoSplits, e.g. datamodules.VSPWDataModule")
     parser.add_argument("--splits", type=list[str], default=["train", "val"], help="Splits to compute")
     parser.add_argument("--feature_root", type=str, default="cache/features", help="Parent folder of feature caches")
     parser.add_argument("--pooling", type=str, default="bilinear", help="Feature upsampling: bilinear or nearest")

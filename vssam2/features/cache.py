@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from datamodules.errors import DataError
+from vssam2.datasets.streaming import VideoClipStream
+from vssam2.errors import DataError
 from vssam2.features.extract import encode_frames, extract_clip_masklets
 from vssam2.masklets.cache import _atomic_write_bytes, cache_key, rank_from_env, resolve_cache_dir
 from vssam2.refine import masklet_targets
@@ -259,8 +260,6 @@ def compute_feature_cache(
         world_size: number of processes (default ``$WORLD_SIZE`` or 1).
         progress: tqdm bars on rank 0.
     """
-    from datamodules.streaming import VideoClipStream
-
     env_rank, env_world = rank_from_env()
     rank = env_rank if rank is None else int(rank)
     world_size = env_world if world_size is None else int(world_size)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from datamodules.streaming import balance_videos
+from vssam2.datasets.streaming import balance_videos
 from vssam2.features.cache import FeatureCache
 from vssam2.labels import IGNORE_INDEX
 

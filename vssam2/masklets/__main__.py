@@ -34,7 +34,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
 
-from datamodules import VSPWDataModule  # noqa: E402
+from vssam2.datasets import VideoSplits  # noqa: E402
 from vssam2.masklets.base import MaskletSource  # noqa: E402
 from vssam2.masklets.cache import CacheRunSummary, compute_cache, rank_from_env  # noqa: E402
 
@@ -47,7 +47,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (repeatable)")
     parser.add_subclass_arguments(MaskletSource, "source", required=True, help="Masklet source (class_path/init_args)")
-    parser.add_subclass_arguments(VSPWDataModule, "data", required=True, help="Data module (class_path/init_args)")
+    parser.add_subclass_arguments(VideoSplits, "data", required=True, help="Dataset (class_path/init_args): a vssam2.datasets.VideoSplits, e.g. datamodules.VSPWDataModule")
     parser.add_argument("--split", type=str, default="val", help="Split to compute")
     parser.add_argument("--cache_root", type=str, default="cache/masklets", help="Parent folder of cache folders")
     parser.add_argument(

@@ -35,18 +35,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from datamodules.errors import DataError
+from vssam2.datasets.index import VideoEntry
+from vssam2.datasets.reading import load_frames_range
+from vssam2.datasets.streaming import VideoClipStream, chunk_bounds
+from vssam2.errors import DataError
 from vssam2.masklets.base import MaskletSource, MaskletTable
-
-if TYPE_CHECKING:
-    from datamodules.index import VideoEntry
 
 #: Version of the on-disk format; part of the key, so a format change never reads old files.
 CACHE_FORMAT = 1
@@ -571,13 +571,13 @@ def compute_cache(
     """Computes the masklets of one rank's share of a split into the cache.
 
     Videos are assigned whole to ranks exactly as evaluation assigns them
-    (:class:`datamodules.VideoClipStream`, balanced by frame count over the whole split), so
+    (:class:`vssam2.datasets.VideoClipStream`, balanced by frame count over the whole split), so
     ranks write disjoint video folders and need no communication. Complete videos (``.done``
     under this key) are skipped; an incomplete one is recomputed from scratch.
 
     Args:
         source: the masklet source.
-        data: a :class:`datamodules.VSPWDataModule` (or VIPSeg): root, layout, ``clip_len``
+        data: the dataset (:class:`vssam2.datasets.VideoSplits`, e.g. a VSPW / VIPSeg data module): root, layout, ``clip_len``
             (frames per chunk fed to the source) and ``num_classes``.
         split: split to compute.
         cache_root: parent folder of the cache folders.
@@ -589,9 +589,6 @@ def compute_cache(
     Returns:
         What this rank computed and skipped.
     """
-    from datamodules.reading import load_frames_range
-    from datamodules.streaming import VideoClipStream, chunk_bounds
-
     env_rank, env_world = rank_from_env()
     rank = env_rank if rank is None else int(rank)
     world_size = env_world if world_size is None else int(world_size)

@@ -16,9 +16,9 @@ from PIL import Image
 from vssam2.labels import IGNORE_INDEX, out_of_range_ids
 from vssam2.parallel import run_all
 
-from .errors import DataError
-from .index import VideoEntry
-from .layout import DatasetLayout
+from vssam2.errors import DataError
+from vssam2.datasets.index import VideoEntry
+from vssam2.datasets.layout import DatasetLayout
 
 # Size of an image as (height, width).
 Size = tuple[int, int]

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .index import VideoEntry
-from .layout import VSPW_LAYOUT, DatasetLayout
-from .reading import load_frames_range
+from vssam2.datasets.index import VideoEntry
+from vssam2.datasets.layout import VSPW_LAYOUT, DatasetLayout
+from vssam2.datasets.reading import load_frames_range
 
 if TYPE_CHECKING:
     from vssam2.masklets.cache import MaskletCache
