@@ -4,7 +4,14 @@
         --data.root /data/VSPW_480p --data.pred_root /preds/cffm_b0/result_submission
 """
 
-from vssam2.cli import cli_main
+from callbacks import default_callbacks
+from vssam2.cli import VSSCLI, cli_main
+
+
+def main(args: list[str] | None = None) -> VSSCLI:
+    """Runs the evaluation CLI on ``args`` (``sys.argv`` by default)."""
+    return cli_main(args=args, callbacks=default_callbacks())
+
 
 if __name__ == "__main__":
-    cli_main()
+    main()

@@ -12,13 +12,14 @@ from PIL import Image
 from callbacks.run_dir import run_directory, wandb_logger
 from vssam2.labels import IGNORE_INDEX, vspw_classes
 from vssam2.report import overlay_panel
+from vssam2.scoring import ScoredChunk
 
 
 class SegmentationOverlays(Callback):
     """Keeps a few frames of the first videos seen on rank 0 and shows GT and every prediction.
 
     Writes ``overlays/<video>_<frame>.png`` (frame | GT | each method | each refined method |
-    masklets, blended; refined maps and masklets when :class:`TestTimeRefinement` ran) into the run
+    masklets, blended; refined maps and masklets when a refinement ran) into the run
     directory and, with a WandbLogger, logs ``wandb.Image`` objects carrying W&B segmentation
     masks (ground truth and one mask per method, with class names) that the W&B UI toggles.
 
@@ -41,13 +42,14 @@ class SegmentationOverlays(Callback):
     def on_test_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if not trainer.is_global_zero or "frames" not in batch or not isinstance(outputs, dict):
+        if not trainer.is_global_zero or "frames" not in batch or not isinstance(outputs, ScoredChunk):
             return
         video = batch["video"]
         if int(batch["start"]) != 0 or video in self._videos or len(self._videos) >= self.num_videos:
             return
         self._videos.add(video)
         length = batch["gt"].shape[0]
+        segments = outputs.segments if outputs.segments is not None else batch.get("segments")
         for index in np.linspace(0, length - 1, self.frames_per_video).round().astype(int).tolist():
             self._samples.append(
                 {
@@ -55,11 +57,8 @@ class SegmentationOverlays(Callback):
                     "frame": batch["frame_ids"][index],
                     "image": batch["frames"][index].cpu().numpy(),  # (H, W, 3) uint8
                     "gt": batch["gt"][index].cpu().numpy(),  # (H, W) uint8
-                    # Refined maps and masklets, when TestTimeRefinement ran before this callback.
-                    "preds": {
-                        m: p[index].cpu().numpy() for m, p in {**outputs, **batch.get("refined", {})}.items()
-                    },
-                    "segments": batch["segments"][index].cpu().numpy() if "segments" in batch else None,
+                    "preds": {row: p[index].cpu().numpy() for row, p in outputs.maps.items()},  # base and refined
+                    "segments": segments[index].cpu().numpy() if segments is not None else None,
                 }
             )
 

@@ -13,7 +13,7 @@ from datamodules import VSPWDataModule
 from vssam2.ablation import main, run_ablation, with_parameter
 from vssam2.masklets.oracle import OracleSource
 from vssam2.masklets.superpixel import SuperpixelSource
-from vssam2.metrics import METRIC_NAMES, VSSMetrics
+from vssam2.metrics import METRIC_NAMES, MetricConfig, VSSMetrics
 from vssam2.refine import majority_vote
 
 MODELS = ("sim_strong", "sim_flicker")
@@ -60,7 +60,7 @@ def test_rows_for_every_value_and_model(superpixel_run):
 def test_refined_numbers_equal_direct_computation(superpixel_run, synthetic_root):
     row = next(r for r in superpixel_run["first"] if r["label"] == "120" and r["model"] == "sim_flicker")
     dm = _data(synthetic_root, max_videos=2, masklet_cache=row["cache_dir"])
-    metrics, base = VSSMetrics(num_classes=dm.num_classes), VSSMetrics(num_classes=dm.num_classes)
+    metrics, base = VSSMetrics(MetricConfig(num_classes=dm.num_classes)), VSSMetrics(MetricConfig(num_classes=dm.num_classes))
     for chunk in dm.eval_dataset("val", rank=0, world_size=1):
         pred = chunk["preds"]["sim_flicker"]
         where = dict(video=chunk["video"], start=chunk["start"], last=chunk["last"])

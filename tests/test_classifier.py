@@ -14,7 +14,7 @@ import torch
 
 from datamodules import VSPWDataModule
 from vssam2.classifier import MaskletClassifier
-from vssam2.cli import train_main
+from train import main as train_main
 from vssam2.encoders import SAM2Encoder
 from vssam2.features import compute_feature_cache, open_feature_cache
 from vssam2.masklets.cache import compute_cache
@@ -105,7 +105,7 @@ def test_feature_cache_resumes_and_rejects_damage(synthetic_root: Path, caches: 
 
 
 def test_train_fits_then_tests_best_checkpoint(synthetic_root: Path, caches: dict[str, Path], tmp_path: Path) -> None:
-    cli = train_main(args=train_args(synthetic_root, caches, tmp_path))
+    cli = train_main(train_args(synthetic_root, caches, tmp_path))
     run = tmp_path / "isam2_synthetic" / "version_0"
     results = json.loads((run / "results.json").read_text())
     assert list(results["methods"]) == ["I-SAM2", "I-SAM2_base", "sim_strong"]
@@ -124,19 +124,19 @@ def test_train_fits_then_tests_best_checkpoint(synthetic_root: Path, caches: dic
 
 
 def test_resume_continues_where_it_stopped(synthetic_root: Path, caches: dict[str, Path], tmp_path: Path) -> None:
-    first = train_main(args=train_args(synthetic_root, caches, tmp_path, "--trainer.max_epochs", "1", "--test", "false"))
+    first = train_main(train_args(synthetic_root, caches, tmp_path, "--trainer.max_epochs", "1", "--test", "false"))
     steps_per_epoch = first.trainer.global_step
     last = Path(first.trainer.checkpoint_callback.last_model_path)
     assert last.is_file() and steps_per_epoch > 0
     second = train_main(
-        args=train_args(synthetic_root, caches, tmp_path, "--trainer.max_epochs", "2", "--test", "false", "--ckpt_path", str(last))
+        train_args(synthetic_root, caches, tmp_path, "--trainer.max_epochs", "2", "--test", "false", "--ckpt_path", str(last))
     )
     assert second.trainer.current_epoch == 2
     assert second.trainer.global_step == 2 * steps_per_epoch  # continued, did not restart
 
 
 def test_checkpoint_of_another_encoder_is_refused(synthetic_root: Path, caches: dict[str, Path], tmp_path: Path) -> None:
-    cli = train_main(args=train_args(synthetic_root, caches, tmp_path, "--trainer.max_epochs", "1", "--test", "false"))
+    cli = train_main(train_args(synthetic_root, caches, tmp_path, "--trainer.max_epochs", "1", "--test", "false"))
     path = cli.trainer.checkpoint_callback.last_model_path
     with pytest.raises(ValueError, match="another encoder"):
         MaskletClassifier.load_from_checkpoint(path, encoder=tiny_encoder(seed=1))
@@ -146,7 +146,7 @@ def test_checkpoint_of_another_encoder_is_refused(synthetic_root: Path, caches: 
 
 def test_online_training_with_augmentation(synthetic_root: Path, caches: dict[str, Path], tmp_path: Path) -> None:
     cli = train_main(
-        args=train_args(
+        train_args(
             synthetic_root, caches, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
             "--trainer.limit_val_batches", "3", "--data.batch_size", "1", "--test", "false", feature_cache=False,
         )
@@ -196,7 +196,7 @@ def test_ddp_fit_two_processes(synthetic_root: Path, caches: dict[str, Path], tm
 def test_shipped_train_configs_parse(configs: list[str], capsys) -> None:
     args = [arg for name in configs for arg in ("--config", str(REPO / "configs" / "train" / name))]
     with pytest.raises(SystemExit) as exit_info:
-        train_main(args=[*args, "--print_config"])
+        train_main([*args, "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "MaskletClassifier" in capsys.readouterr().out
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from metric_reference import ref_boundary_iou_image, ref_iou, ref_video_consistency
-from vssam2.cli import cli_main
+from evaluate import main as evaluate_main
 from vssam2.labels import raw_to_eval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def load_split(data: Path, split: str = "val") -> dict[str, dict[str, np.ndarray
 
 
 def test_full_run_matches_reference_and_writes_reports(synthetic_root: Path, tmp_path: Path, capsys):
-    cli_main(args=eval_args(synthetic_root, tmp_path))
+    evaluate_main(eval_args(synthetic_root, tmp_path))
     run_dir = tmp_path / "synthetic_eval" / "version_0"
     results = json.loads((run_dir / "results.json").read_text())
     printed = capsys.readouterr().out
@@ -81,14 +81,14 @@ def test_full_run_matches_reference_and_writes_reports(synthetic_root: Path, tmp
 
 
 def test_fast_dev_run(synthetic_root: Path, tmp_path: Path):
-    cli = cli_main(args=eval_args(synthetic_root, tmp_path, "--trainer.fast_dev_run", "true"))
-    assert set(cli.model.results) == set(MODELS)
-    assert cli.model.counts["frames"] == 7  # one chunk
+    cli = evaluate_main(eval_args(synthetic_root, tmp_path, "--trainer.fast_dev_run", "true"))
+    assert set(cli.model.report.rows) == set(MODELS)
+    assert cli.model.report.frames == 7  # one chunk
 
 
 def test_wandb_offline_files(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cli_main(args=eval_args(synthetic_root, tmp_path, "--run.wandb", "offline", "--data.max_videos", "1"))
+    evaluate_main(eval_args(synthetic_root, tmp_path, "--run.wandb", "offline", "--data.max_videos", "1"))
     runs = list((tmp_path / "synthetic_eval" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
@@ -117,17 +117,17 @@ def test_missing_prediction_folder_is_a_clear_error(synthetic_root: Path, tmp_pa
     args = eval_args(synthetic_root, tmp_path)
     args[args.index("--data.pred_roots") + 1] = json.dumps({"ghost": str(tmp_path / "nowhere")})
     with pytest.raises(Exception, match="nowhere"):
-        cli_main(args=args)
+        evaluate_main(args)
 
 
 def test_vipseg_run(synthetic_root: Path, tmp_path: Path):
     config = REPO / "configs" / "evaluate" / "synthetic_vipseg.yaml"
     pred_roots = {m: str(synthetic_root / "predictions" / "vipseg" / m) for m in MODELS}
-    cli = cli_main(args=[
+    cli = evaluate_main([
         "test", "--config", str(config), "--data.root", str(synthetic_root / "vipseg"),
         "--data.pred_roots", json.dumps(pred_roots), "--data.load_frames", "false",
         "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
     ])
     results = json.loads((tmp_path / "synthetic_vipseg_eval" / "version_0" / "results.json").read_text())
     assert results["videos"] == 3 and set(results["methods"]) == set(MODELS)
-    assert cli.model.results["sim_strong"]["mIoU"] > 0.8
+    assert cli.model.report.rows["sim_strong"]["mIoU"] > 0.8

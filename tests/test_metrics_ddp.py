@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vssam2.metrics import VSSMetrics
+from vssam2.metrics import MetricConfig, VSSMetrics
 
 NUM_CLASSES = 4
 
@@ -29,7 +29,7 @@ def make_videos() -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def score(videos: list[tuple[np.ndarray, np.ndarray]], names: list[int]) -> dict[str, float]:
-    metrics = VSSMetrics(num_classes=NUM_CLASSES)
+    metrics = VSSMetrics(MetricConfig(num_classes=NUM_CLASSES))
     for k in names:
         preds, gts = videos[k]
         for start in range(0, len(gts), 7):  # chunks of 7 frames

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from datamodules import VSPWDataModule
-from vssam2.cli import cli_main
+from evaluate import main as evaluate_main
 from vssam2.masklets import OracleSource, compute_cache
 from vssam2.metrics import VSSMetrics
 from vssam2.refine import majority_vote
@@ -54,7 +54,7 @@ def offline_refined(data: Path, method: str) -> dict[str, float]:
 
 
 def test_refinement_rows_and_cost(synthetic_root: Path, tmp_path: Path, capsys):
-    cli_main(args=args_for(synthetic_root, tmp_path / "refine", "--trainer.callbacks.init_args.write_dir",
+    evaluate_main(args_for(synthetic_root, tmp_path / "refine", "--trainer.callbacks.init_args.write_dir",
                            str(tmp_path / "refined")))
     printed = capsys.readouterr().out
     assert "Refinement cost on cpu" in printed and "| oracle-sim_boundary |" in printed
@@ -72,7 +72,7 @@ def test_refinement_rows_and_cost(synthetic_root: Path, tmp_path: Path, capsys):
     overlay = Image.open(next((run_dir / "overlays").glob("*.png")))
     assert overlay.size[0] == 64 * (2 + 3 + 3 + 1)
 
-    cli_main(args=without_refine_config(args_for(synthetic_root, tmp_path / "plain")) + ["--run.name", "plain"])
+    evaluate_main(without_refine_config(args_for(synthetic_root, tmp_path / "plain")) + ["--run.name", "plain"])
     plain = results_of(tmp_path / "plain", "plain")
     for m in MODELS:
         assert got[m] == plain[m]  # the callback leaves the base numbers untouched
@@ -84,7 +84,7 @@ def test_refinement_rows_and_cost(synthetic_root: Path, tmp_path: Path, capsys):
 
     # The written refined predictions score exactly like the refined row.
     written = tmp_path / "refined" / "oracle-sim_boundary"
-    cli_main(args=["test", "--config", str(REPO / "configs/evaluate/synthetic.yaml"),
+    evaluate_main(["test", "--config", str(REPO / "configs/evaluate/synthetic.yaml"),
                    "--data.root", str(synthetic_root / "vspw"), "--data.pred_roots", json.dumps({"w": str(written)}),
                    "--data.clip_len", str(CLIP), "--trainer.default_root_dir", str(tmp_path / "rescore"),
                    "--trainer.enable_progress_bar", "false", "--run.wandb", "disabled", "--run.name", "rescore"])
@@ -99,15 +99,15 @@ def test_cached_masklets_equal_on_the_fly(synthetic_root: Path, tmp_path: Path):
         "--trainer.callbacks+=callbacks.TestTimeRefinement", "--trainer.callbacks.name_format", "oracle-{method}",
         "--data.masklet_cache", str(cache.directory), "--run.name", "synthetic_refine",
     ]
-    cli_main(args=cached_args)
-    cli_main(args=args_for(synthetic_root, tmp_path / "fly"))
+    evaluate_main(cached_args)
+    evaluate_main(args_for(synthetic_root, tmp_path / "fly"))
     assert results_of(tmp_path / "cached") == results_of(tmp_path / "fly")
 
 
 def test_missing_masklets_is_a_clear_error(synthetic_root: Path, tmp_path: Path):
     args = without_refine_config(args_for(synthetic_root, tmp_path)) + ["--trainer.callbacks+=callbacks.TestTimeRefinement"]
     with pytest.raises(KeyError, match="masklet_cache"):
-        cli_main(args=args)
+        evaluate_main(args)
 
 
 def test_ddp_two_processes_equal_one(synthetic_root: Path, tmp_path: Path):
@@ -129,7 +129,7 @@ def test_wandb_offline_run_has_refinement_media(synthetic_root: Path, tmp_path: 
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = args_for(synthetic_root, tmp_path, "--data.max_videos", "1")
     args[args.index("--run.wandb") + 1] = "offline"
-    cli_main(args=args)
+    evaluate_main(args)
     media = next((tmp_path / "synthetic_refine" / "wandb").glob("offline-run-*")) / "files" / "media"
     tables = [p.name for p in (media / "table").rglob("*.table.json")]
     assert any("refinement_gains" in name for name in tables) and any("results" in name for name in tables)
@@ -137,11 +137,11 @@ def test_wandb_offline_run_has_refinement_media(synthetic_root: Path, tmp_path: 
 
 
 def test_multi_model_run_equals_separate_runs(synthetic_root: Path, tmp_path: Path):
-    cli_main(args=args_for(synthetic_root, tmp_path / "all"))
+    evaluate_main(args_for(synthetic_root, tmp_path / "all"))
     together = results_of(tmp_path / "all")
     for m in ("sim_boundary", "sim_flicker"):
         args = args_for(synthetic_root, tmp_path / m)
         args[args.index("--data.pred_roots") + 1] = json.dumps({m: str(synthetic_root / "predictions" / "vspw" / m)})
-        cli_main(args=args)
+        evaluate_main(args)
         alone = results_of(tmp_path / m)
         assert alone == {m: together[m], f"oracle-{m}": together[f"oracle-{m}"]}

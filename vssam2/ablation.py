@@ -11,9 +11,10 @@ attribute path (``window``, ``proposal.points_per_side``, ``proposal.pred_iou_th
 ``proposal.stability_score_thresh``, ...); the masklets of the split are computed into the
 masklet cache with :func:`vssam2.masklets.cache.compute_cache` (videos already complete under
 that exact configuration are skipped, so re-running an ablation, or adding a value, only
-computes what is missing); the split is then streamed with those masklets, every prediction
-source of the data module is refined by majority vote (:func:`vssam2.refine.majority_vote`)
-and scored with :class:`vssam2.metrics.VSSMetrics`. The base predictions are scored once.
+computes what is missing); the split is then streamed with those masklets, and every
+prediction source of the data module is refined by majority vote and scored on the one
+refine-and-score path (:class:`vssam2.scoring.ChunkScorer`). The base predictions are scored
+once.
 
 ``parameter: source`` compares masklet sources (SAM2 vs superpixels vs oracle): ``values`` is
 then a list of source configs (``{class_path, init_args}``, optionally with a ``label``) or
@@ -50,8 +51,8 @@ import torch  # noqa: E402
 
 from vssam2.masklets.base import MaskletSource  # noqa: E402
 from vssam2.masklets.cache import cache_key, compute_cache  # noqa: E402
-from vssam2.metrics import METRIC_NAMES, VSSMetrics  # noqa: E402
-from vssam2.refine import majority_vote  # noqa: E402
+from vssam2.metrics import METRIC_NAMES, MetricConfig  # noqa: E402
+from vssam2.scoring import ChunkScorer, Refinement, score_stream  # noqa: E402
 
 #: ``parameter`` value of the masklet-source comparison.
 SOURCE_PARAMETER = "source"
@@ -288,7 +289,7 @@ def run_ablation(
     max_videos: int | None = None,
     tie_clip_len: bool = True,
     progress: bool = True,
-    metric_args: Mapping[str, Any] | None = None,
+    metrics: MetricConfig = MetricConfig(),
 ) -> list[dict[str, Any]]:
     """Sweeps one masklet parameter and writes the ablation table, JSON and plot.
 
@@ -309,7 +310,7 @@ def run_ablation(
         max_videos: only the first N videos of the split (cache and scoring alike).
         tie_clip_len: chunk (and vote) with ``clip_len = source.window`` for windowed sources.
         progress: progress bars while computing masklets.
-        metric_args: extra :class:`VSSMetrics` arguments (e.g. ``boundary_width``).
+        metrics: the metric configuration of every row.
 
     Returns:
         Rows (also in ``ablation.json``): first one per base model, then one per (value,
@@ -329,12 +330,11 @@ def run_ablation(
     if not methods:
         raise ValueError("no prediction sources to refine: set data.init_args.pred_roots")
     limit = max_videos if max_videos is not None else data.max_videos
-    metric_args = dict(metric_args or {})
-    num_classes = int(data.num_classes)
+    if metrics.num_classes != data.num_classes:
+        raise ValueError(f"metrics.num_classes {metrics.num_classes} != the dataset's num_classes {data.num_classes}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    base_metrics: dict[str, VSSMetrics] | None = None
     base_rows: list[dict[str, Any]] = []
     refined_rows: list[dict[str, Any]] = []
     for label, value, item_source in items:
@@ -348,28 +348,20 @@ def run_ablation(
         eval_dm = data.with_options(
             clip_len=clip_len, masklet_cache=str(summary.directory), load_frames=False, max_videos=limit
         )
-        score_base = base_metrics is None
-        if score_base:
-            base_metrics = {m: VSSMetrics(num_classes=num_classes, **metric_args) for m in methods}
-        refined = {m: VSSMetrics(num_classes=num_classes, **metric_args) for m in methods}
-        with torch.inference_mode():
-            for chunk in eval_dm.eval_dataset(split, rank=0, world_size=1):
-                gt, segments = chunk["gt"], chunk["segments"]
-                for m in methods:
-                    pred = chunk["preds"][m]
-                    where = dict(video=chunk["video"], start=chunk["start"], last=chunk["last"])
-                    if score_base:
-                        base_metrics[m].update(pred, gt, **where)
-                    vote = majority_vote(segments, pred, num_classes=num_classes, min_area=min_area, min_share=min_share)
-                    refined[m].update(vote, gt, **where)
+        score_base = not base_rows
+        scorer = ChunkScorer(
+            methods, metrics, Refinement(min_area=min_area, min_share=min_share, name_format="{method}@refined"),
+            score_base=score_base,
+        )
+        report = score_stream(eval_dm.eval_dataset(split, rank=0, world_size=1), scorer)
         if score_base:
             for m in methods:
-                scores = {k: _clean(v) for k, v in _metrics_row(base_metrics[m].compute()).items()}
+                scores = {k: _clean(v) for k, v in _metrics_row(report.rows[m]).items()}
                 base_rows.append(
                     {"parameter": parameter, "label": BASE_LABEL, "value": None, "model": m, "base": True, **scores}
                 )
         for m in methods:
-            scores = {k: _clean(v) for k, v in _metrics_row(refined[m].compute()).items()}
+            scores = {k: _clean(v) for k, v in _metrics_row(report.rows[f"{m}@refined"]).items()}
             refined_rows.append(
                 {
                     "parameter": parameter,
@@ -397,6 +389,7 @@ def run_ablation(
         "min_area": min_area,
         "min_share": min_share,
         "max_videos": limit,
+        "metric_config": metrics.to_dict(),
         "rows": rows,
     }
     (out_dir / "ablation.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -434,6 +427,7 @@ def build_parser():
     parser.add_argument("--min_area", type=int, default=0, help="Majority vote: smallest masklet that votes")
     parser.add_argument("--min_share", type=float, default=0.0, help="Majority vote: smallest winning share")
     parser.add_argument("--max_videos", type=int | None, default=None, help="Only the first N videos")
+    parser.add_argument("--metrics", type=MetricConfig, default=MetricConfig(), help="Metric configuration")
     parser.add_argument("--tie_clip_len", type=bool, default=True, help="clip_len = source.window for windowed sources")
     parser.add_argument("--progress", type=bool, default=True, help="Progress bars")
     return parser
@@ -463,6 +457,7 @@ def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
         max_videos=init.max_videos,
         tie_clip_len=init.tie_clip_len,
         progress=init.progress,
+        metrics=init.metrics,
     )
     print(f"wrote {Path(init.out_dir) / 'ablation.md'}, ablation.json, ablation.png", flush=True)
     return rows

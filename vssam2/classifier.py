@@ -25,10 +25,10 @@ from torchmetrics import MeanMetric
 from vssam2.encoders import FrozenEncoder
 from vssam2.features.extract import encode_frames, extract_clip_masklets, paint_rows
 from vssam2.heads import MLPHead
-from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics import SemanticIoU
+from vssam2.metrics.config import MetricConfig
 from vssam2.metrics.functional import confusion_from_histograms
-from vssam2.module import PredictionReplay
+from vssam2.replay import PredictionReplay
 from vssam2.pooling import POOLING_MODES
 from vssam2.refine import masklet_targets
 
@@ -36,9 +36,10 @@ from vssam2.refine import masklet_targets
 class MaskletClassifier(PredictionReplay):
     """Classifies masklets from frozen-encoder features (the study's I-SAM2 / I-CFFM).
 
-    After a test epoch, :attr:`results` has one row per method: ``name`` (uncovered pixels
+    After a test epoch, :attr:`report` has one row per method: ``name`` (uncovered pixels
     255), ``name + "_base"`` (uncovered pixels from ``base_method``), and every prediction
-    folder the datamodule serves (the base models), as :class:`PredictionReplay` reports them.
+    folder the datamodule serves (the base models), as :class:`PredictionReplay` reports them,
+    and the classifier's pixel confusion matrix.
 
     Args:
         encoder: the frozen encoder (SAM2, timm, MiT). Needed for online training and for
@@ -59,12 +60,8 @@ class MaskletClassifier(PredictionReplay):
         area_weighted: weight each masklet's loss by its pixel share in the batch (pixels,
             not masklets, make mIoU); default False: one masklet, one sample.
         encoder_batch_size: frames per encoder call.
-        num_classes: number of classes.
-        ignore_index: ignore id.
-        boundary_width: mBIoU band width.
-        boundary_mode: mBIoU mode ("image" / "class").
-        vc_lengths: mVC window lengths.
-        vc_windows: mVC window count convention ("scripts" / "paper").
+        metrics: the metric configuration (classes, ignore id, boundary band, mVC windows) of
+            every row, the head's class count included.
     """
 
     def __init__(
@@ -83,14 +80,9 @@ class MaskletClassifier(PredictionReplay):
         label_smoothing: float = 0.0,
         area_weighted: bool = False,
         encoder_batch_size: int = 8,
-        num_classes: int = NUM_CLASSES,
-        ignore_index: int = IGNORE_INDEX,
-        boundary_width: int = 5,
-        boundary_mode: str = "image",
-        vc_lengths: Sequence[int] = (8, 16),
-        vc_windows: str = "scripts",
+        metrics: MetricConfig = MetricConfig(),
     ) -> None:
-        super().__init__(None, num_classes, ignore_index, boundary_width, boundary_mode, vc_lengths, vc_windows)
+        super().__init__(None, metrics)
         self.save_hyperparameters(ignore=["encoder"])
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
@@ -100,12 +92,12 @@ class MaskletClassifier(PredictionReplay):
             raise ValueError(f"feature_dim {feature_dim} != encoder.out_channels {encoder.out_channels}")
         self.encoder = encoder
         in_dim = encoder.out_channels if encoder is not None else int(feature_dim)
-        self.head = MLPHead(in_dim, num_classes, hidden_dims, dropout)
+        self.head = MLPHead(in_dim, metrics.num_classes, hidden_dims, dropout)
         self.train_loss = MeanMetric()
         self.train_acc = MeanMetric()
         self.val_loss = MeanMetric()
         self.val_acc = MeanMetric()
-        self.val_iou = SemanticIoU(num_classes, ignore_index)
+        self.val_iou = SemanticIoU(metrics.num_classes, metrics.ignore_index)
 
     # ------------------------------------------------------------------ masklet vectors
 
@@ -121,8 +113,8 @@ class MaskletClassifier(PredictionReplay):
         """Encodes one clip and pools its masklets (see :func:`extract_clip_masklets`)."""
         features = encode_frames(self._require_encoder(), frames, self.hparams.encoder_batch_size, self.device)
         return extract_clip_masklets(
-            features, segments, gt, self.hparams.pooling, self.hparams.per_frame, self.hparams.num_classes,
-            self.hparams.ignore_index,
+            features, segments, gt, self.hparams.pooling, self.hparams.per_frame, self.metric_config.num_classes,
+            self.metric_config.ignore_index,
         )
 
     def _online_vectors(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -135,12 +127,12 @@ class MaskletClassifier(PredictionReplay):
         for frames, segments, gt in zip(batch["frames"], batch["segments"], batch["gt"]):
             masklets = self.clip_masklets(frames, segments, gt)
             vectors.append(masklets.vectors)
-            targets.append(masklet_targets(masklets.hist, self.hparams.num_classes, self.hparams.ignore_index))
+            targets.append(masklet_targets(masklets.hist, self.metric_config.num_classes, self.metric_config.ignore_index))
             areas.append(masklets.area)
         return torch.cat(vectors), torch.cat(targets).to(self.device), torch.cat(areas).to(self.device)
 
     def _loss(self, vectors: torch.Tensor, target: torch.Tensor, area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = target != self.hparams.ignore_index
+        keep = target != self.metric_config.ignore_index
         if not bool(keep.any()):
             # Every rank must run backward under DDP: a zero loss that touches the parameters.
             return sum(p.sum() * 0.0 for p in self.head.parameters()), torch.zeros((), device=self.device)
@@ -163,7 +155,7 @@ class MaskletClassifier(PredictionReplay):
         else:
             vectors, target, area = self._online_vectors(batch)
         loss, accuracy = self._loss(vectors, target, area)
-        count = int((target != self.hparams.ignore_index).sum())
+        count = int((target != self.metric_config.ignore_index).sum())
         self.log("train/loss", loss, prog_bar=True, batch_size=max(count, 1))
         self.log("train/masklet_acc", accuracy * 100, batch_size=max(count, 1))
         return loss
@@ -210,7 +202,7 @@ class MaskletClassifier(PredictionReplay):
         # the painting (uncovered pixels = no prediction) from the masklets' GT histograms.
         vectors, target = batch["vectors"].to(self.device), batch["target"].to(self.device)
         loss, accuracy = self._loss(vectors, target, torch.ones_like(target))
-        keep = int((target != self.hparams.ignore_index).sum())
+        keep = int((target != self.metric_config.ignore_index).sum())
         if keep:
             self.val_loss.update(loss, keep)
             self.val_acc.update(accuracy, keep)
@@ -224,7 +216,7 @@ class MaskletClassifier(PredictionReplay):
         classes = self.head(vectors).argmax(dim=1) if num else target
         self.val_iou.update(
             confmat=confusion_from_histograms(
-                classes, hist, batch["uncovered"].to(self.device), self.hparams.num_classes, self.hparams.ignore_index
+                classes, hist, batch["uncovered"].to(self.device), self.metric_config.num_classes, self.metric_config.ignore_index
             )
         )
 
@@ -237,38 +229,21 @@ class MaskletClassifier(PredictionReplay):
             self.log("val/WIoU", scores["FWIoU"].float() * 100)
             for metric in (self.val_loss, self.val_acc, self.val_iou):
                 metric.reset()
-            self.results = {}
+            self.report = None
             return
         super().on_validation_epoch_end()
         name = self.hparams.name
-        if name in self.results:  # the same monitor key in both validation modes
-            self.log("val/mIoU", self.results[name]["mIoU"].float() * 100, prog_bar=True)
+        if name in self.report.rows:  # the same monitor key in both validation modes
+            self.log("val/mIoU", self.report.rows[name]["mIoU"].float() * 100, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        """Scores the test epoch, then plots the classifier's confusion matrix (PNG + W&B image)."""
-        iou = self.metrics[0].iou  # the classifier's own row
+        """Scores the test epoch; the report also carries the classifier's pixel confusion
+        matrix, which the results writer plots."""
+        iou = self.scorer.base[self.hparams.name].iou  # the classifier's own row
         with iou.sync_context():  # all ranks' pixels (a no-op on one process)
-            self.confusion = iou.confmat.detach().cpu().clone()  # (C, C + 1) int64
+            confusion = iou.confmat.detach().cpu().clone()  # (C, C + 1) int64
         super().on_test_epoch_end()
-        if self._trainer is None:
-            return
-        from callbacks.run_dir import run_directory
-        from vssam2.report import plot_confusion
-
-        out = run_directory(self.trainer)  # a broadcast under DDP: every rank must ask
-        if not self.trainer.is_global_zero:
-            return
-
-        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None) or [
-            str(c) for c in range(self.hparams.num_classes)
-        ]
-        out.mkdir(parents=True, exist_ok=True)
-        path = plot_confusion(self.confusion.numpy(), names, out / "confusion.png", f"{self.hparams.name}: confusion (test)")
-        for logger in self.trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                import wandb
-
-                logger.experiment.log({"test/confusion": wandb.Image(str(path))})
+        self.report.confusion[self.hparams.name] = confusion
 
     # ---------------------------------------------------------------- optimisation
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from collections.abc import Sequence
+
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-
-from callbacks import ResultsWriter, SegmentationOverlays
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -72,6 +72,7 @@ def cli_main(
     model_class: type[LightningModule] | None = None,
     datamodule_class: type[LightningDataModule] | None = None,
     args: list[str] | None = None,
+    callbacks: Sequence[Callback] = (),
     **kwargs: Any,
 ) -> VSSCLI:
     """Runs the CLI (subcommands fit / validate / test / predict).
@@ -80,10 +81,12 @@ def cli_main(
         model_class: base class of the model (subclasses selectable with ``class_path``).
         datamodule_class: base class of the datamodule.
         args: command-line arguments (``sys.argv`` by default).
+        callbacks: callbacks every run gets, after those of the config (``evaluate.py`` passes
+            the results writer and the overlays).
         kwargs: passed on to :class:`VSSCLI`.
     """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    kwargs.setdefault("trainer_defaults", {"callbacks": [ResultsWriter(), SegmentationOverlays()]})
+    kwargs.setdefault("trainer_defaults", {"callbacks": list(callbacks)})
     cli = VSSCLI(
         model_class,
         datamodule_class,
@@ -106,6 +109,7 @@ def train_main(
     model_class: type[LightningModule] | None = None,
     datamodule_class: type[LightningDataModule] | None = None,
     args: list[str] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> VSSCLI:
     """``train.py``: fit, then test the best checkpoint (``--test false`` to skip testing).
 
@@ -116,6 +120,7 @@ def train_main(
         model_class: base class of the model.
         datamodule_class: base class of the datamodule.
         args: command-line arguments (``sys.argv`` by default).
+        callbacks: callbacks every run gets, after those of the config.
     """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -133,7 +138,7 @@ def train_main(
         args=args,
         run=False,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"callbacks": [ResultsWriter(), SegmentationOverlays()]},
+        trainer_defaults={"callbacks": list(callbacks)},
     )
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torchmetrics import Metric
 
@@ -14,7 +16,8 @@ from vssam2.metrics.functional import (
     mean_iou,
 )
 
-BOUNDARY_MODES = ("image", "class")
+BoundaryMode = Literal["image", "class"]
+BOUNDARY_MODES: tuple[BoundaryMode, ...] = get_args(BoundaryMode)
 
 
 class BoundaryIoU(Metric):
@@ -46,7 +49,7 @@ class BoundaryIoU(Metric):
         self,
         num_classes: int = NUM_CLASSES,
         width: int = 5,
-        mode: str = "image",
+        mode: BoundaryMode = "image",
         ignore_index: int = IGNORE_INDEX,
         **kwargs,
     ) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.boundary import BoundaryIoU
+from vssam2.metrics.config import MetricConfig
 from vssam2.metrics.consistency import VideoConsistency
 from vssam2.metrics.functional import check_pair, confusion_matrix
 from vssam2.metrics.iou import SemanticIoU
@@ -19,37 +17,27 @@ METRIC_NAMES: tuple[str, ...] = ("mIoU", "WIoU", "mBIoU", "mVC8", "mVC16")
 
 
 class VSSMetrics(nn.Module):
-    """mIoU, WIoU (frequency-weighted IoU), mBIoU and mVC_n for every n in ``vc_lengths``.
+    """mIoU, WIoU (frequency-weighted IoU), mBIoU and mVC_n for every n in ``config.vc_lengths``.
 
     Feed it ordered chunks of videos (any chunking); ``compute`` returns fractions in [0, 1].
     Under DDP each metric syncs its states on ``compute``; videos must be sharded whole.
 
     Args:
-        num_classes: number of classes C.
-        ignore_index: ignore id of the GT / "no prediction" id of a prediction.
-        boundary_width: boundary band half-width in pixels (mBIoU).
-        boundary_mode: "image" (Eq. 6) or "class".
-        vc_lengths: window lengths of the video-consistency metrics (named mVC<n>).
-        vc_windows: "scripts" (T−n windows per video) or "paper" (T−n+1).
+        config: the metric configuration (classes, ignore id, boundary band, mVC windows).
     """
 
-    def __init__(
-        self,
-        num_classes: int = NUM_CLASSES,
-        ignore_index: int = IGNORE_INDEX,
-        boundary_width: int = 5,
-        boundary_mode: str = "image",
-        vc_lengths: Sequence[int] = (8, 16),
-        vc_windows: str = "scripts",
-    ) -> None:
+    def __init__(self, config: MetricConfig = MetricConfig()) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.iou = SemanticIoU(num_classes, ignore_index)
-        self.boundary = BoundaryIoU(num_classes, boundary_width, boundary_mode, ignore_index)
+        self.config = config
+        self.num_classes = config.num_classes
+        self.ignore_index = config.ignore_index
+        self.iou = SemanticIoU(config.num_classes, config.ignore_index)
+        self.boundary = BoundaryIoU(config.num_classes, config.boundary_width, config.boundary_mode, config.ignore_index)
         # One metric for every window length: they share one pass over the frames.
         self.consistency = (
-            VideoConsistency(tuple(vc_lengths), vc_windows, num_classes, ignore_index) if vc_lengths else None
+            VideoConsistency(config.vc_lengths, config.vc_windows, config.num_classes, config.ignore_index)
+            if config.vc_lengths
+            else None
         )
 
     def update(

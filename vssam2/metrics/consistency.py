@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torchmetrics import Metric
@@ -17,7 +18,8 @@ from vssam2.metrics.functional import (
     exact_mean,
 )
 
-WINDOW_COUNTS = ("scripts", "paper")
+VCWindows = Literal["scripts", "paper"]
+WINDOW_COUNTS: tuple[VCWindows, ...] = get_args(VCWindows)
 
 
 @dataclass
@@ -59,7 +61,7 @@ class VideoConsistency(Metric):
     def __init__(
         self,
         n: int | Sequence[int] = 8,
-        windows: str = "scripts",
+        windows: VCWindows = "scripts",
         num_classes: int = NUM_CLASSES,
         ignore_index: int = IGNORE_INDEX,
         **kwargs,
