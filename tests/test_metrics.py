@@ -15,7 +15,7 @@ from metric_reference import (
     ref_iou,
     ref_video_consistency,
 )
-from vssam2.metrics import BoundaryIoU, SemanticIoU, VideoConsistency, VSSMetrics
+from vssam2.metrics import BoundaryIoU, MetricConfig, SemanticIoU, VideoConsistency, VSSMetrics
 from vssam2.metrics.functional import boundary_band, confusion_matrix, video_consistency_scores
 
 IGNORE = 255
@@ -254,10 +254,10 @@ def test_streaming_chunks_equal_whole_video(chunks, windows):
     rng = np.random.default_rng(7)
     pred, gt = random_video(rng, 23, 11, 13, 3, flip=0.03)
     pred2, gt2 = random_video(rng, 19, 11, 13, 3, flip=0.03)
-    whole = VSSMetrics(num_classes=3, vc_windows=windows, boundary_width=2)
+    whole = VSSMetrics(MetricConfig(num_classes=3, vc_windows=windows, boundary_width=2))
     whole.update(t(pred), t(gt), video="a", last=True)
     whole.update(t(pred2), t(gt2), video="b", last=True)
-    streamed = VSSMetrics(num_classes=3, vc_windows=windows, boundary_width=2)
+    streamed = VSSMetrics(MetricConfig(num_classes=3, vc_windows=windows, boundary_width=2))
     # Interleave the chunks of two videos, as DataLoader workers do.
     start = 0
     for k, length in enumerate(chunks):
@@ -274,7 +274,7 @@ def test_streaming_chunks_equal_whole_video(chunks, windows):
 def test_collection_names_and_reference_values():
     rng = np.random.default_rng(3)
     videos = [random_video(rng, 20, 16, 20, 4, flip=0.02) for _ in range(3)]
-    m = VSSMetrics(num_classes=4)
+    m = VSSMetrics(MetricConfig(num_classes=4))
     for k, (p, g) in enumerate(videos):
         m.update(t(p), t(g), video=str(k), last=True)
     out = m.compute()
@@ -297,7 +297,7 @@ def test_collection_names_and_reference_values():
 
 def test_bad_inputs_raise_clear_errors():
     gt = t(np.zeros((2, 4, 4)))
-    m = VSSMetrics(num_classes=3)
+    m = VSSMetrics(MetricConfig(num_classes=3))
     with pytest.raises(ValueError, match="shapes differ"):
         m.update(t(np.zeros((2, 4, 5))), gt, video="v")
     with pytest.raises(ValueError, match=r"preds: label ids out of range.*\[7\]"):
@@ -332,7 +332,7 @@ def test_refused_chunk_updates_no_metric_of_the_collection():
     collection takes it: IoU, boundary and consistency states all stay as they were."""
     rng = np.random.default_rng(2)
     preds, gts = random_video(rng, 6, 12, 14, 4, flip=0.1)
-    metrics = VSSMetrics(num_classes=4, vc_lengths=(2,))
+    metrics = VSSMetrics(MetricConfig(num_classes=4, vc_lengths=(2,)))
     metrics.update(t(preds[:3]), t(gts[:3]), video="v", start=0)
     before = {name: value.clone() for name, value in metrics.compute().items()}
     confmat, scores = metrics.iou.confmat.clone(), len(metrics.boundary.scores)
@@ -382,7 +382,7 @@ def test_torch_kernels_equal_host_kernels(monkeypatch, windows):
     videos = [random_video(rng, frames, 21, 26, 5, flip=0.04) for frames in (9, 20)]
 
     def score() -> dict[str, float]:
-        metrics = VSSMetrics(num_classes=5, vc_windows=windows, boundary_width=2, vc_lengths=(2, 8))
+        metrics = VSSMetrics(MetricConfig(num_classes=5, vc_windows=windows, boundary_width=2, vc_lengths=(2, 8)))
         for k, (pred, gt) in enumerate(videos):
             for a in range(0, len(gt), 6):
                 metrics.update(t(pred[a : a + 6]), t(gt[a : a + 6]), video=f"v{k}", start=a, last=a + 6 >= len(gt))
