@@ -17,7 +17,7 @@ from vssam2.classifier import MaskletClassifier
 from train import main as train_main
 from vssam2.encoders import SAM2Encoder
 from vssam2.features import compute_feature_cache, open_feature_cache
-from vssam2.masklets.cache import compute_cache
+from vssam2.masklets.compute import compute_cache
 from vssam2.masklets.oracle import OracleSource
 from vssam2.refine import masklet_targets
 

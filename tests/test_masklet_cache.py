@@ -27,9 +27,9 @@ from vssam2.masklets.cache import (
     MaskletCache,
     cache_config,
     cache_key,
-    compute_cache,
     open_cache,
 )
+from vssam2.masklets.compute import compute_cache
 from vssam2.synthetic import SyntheticConfig, write_vspw
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from datamodules import VSPWDataModule
 from evaluate import main as evaluate_main

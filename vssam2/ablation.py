@@ -50,7 +50,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch  # noqa: E402
 
 from vssam2.masklets.base import MaskletSource  # noqa: E402
-from vssam2.masklets.cache import cache_key, compute_cache  # noqa: E402
+from vssam2.masklets.cache import cache_key  # noqa: E402
+from vssam2.masklets.compute import compute_cache  # noqa: E402
 from vssam2.metrics import METRIC_NAMES, MetricConfig  # noqa: E402
 from vssam2.scoring import ChunkScorer, Refinement, score_stream  # noqa: E402
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MeanMetric
 
 from vssam2.encoders import FrozenEncoder

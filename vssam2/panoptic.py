@@ -83,6 +83,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from vssam2.atomic import atomic_write_png
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES, vipseg_panoptic_to_eval
 
 __all__ = [
@@ -222,15 +223,9 @@ def _read_panomask(path: Path) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _atomic_write_png(path: Path, eval_ids: np.ndarray) -> None:
+def _write_eval_ids(path: Path, eval_ids: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        Image.fromarray(np.ascontiguousarray(eval_ids, dtype=np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_png(path, np.ascontiguousarray(eval_ids, dtype=np.uint8))
 
 
 def _output_name(file_name: str) -> str:
@@ -462,7 +457,7 @@ def convert_panomask_folder(
             eval_ids = vipseg_panoptic_to_eval(panoptic, num_classes)
         except ValueError as error:
             raise ValueError(f"{frame}: {error}") from error
-        _atomic_write_png(target, eval_ids)
+        _write_eval_ids(target, eval_ids)
         stats.written += 1
     return stats
 
@@ -535,7 +530,7 @@ def _convert_frames(
         )
         segment_ids = read_segment_png(png_path)  # (H, W) int64
         eval_ids = segment_ids_to_eval(segment_ids, ids, evals, where=f"{png_path} ({where})")  # (H, W) uint8
-        _atomic_write_png(target, eval_ids)
+        _write_eval_ids(target, eval_ids)
         stats.written += 1
         stats.merged_duplicates += merged
     return stats

@@ -8,6 +8,7 @@ every frame is read exactly once over the job and the chunks of a video arrive i
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,15 @@ def balance_videos(frame_counts: Sequence[int], num_bins: int) -> list[list[int]
         bins[target].append(video)
         loads[target] += frame_counts[video]
     return [sorted(indices) for indices in bins]
+
+
+def rank_from_env() -> tuple[int, int]:
+    """(rank, world size) from ``RANK`` / ``WORLD_SIZE`` as torchrun sets them; (0, 1) without."""
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
+    return rank, world_size
 
 
 def chunk_bounds(num_frames: int, clip_len: int) -> list[tuple[int, int]]:

@@ -24,8 +24,8 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E4
 
 from vssam2.datasets import VideoSplits  # noqa: E402
 from vssam2.encoders import FrozenEncoder  # noqa: E402
-from vssam2.features.cache import FeatureRunSummary, compute_feature_cache  # noqa: E402
-from vssam2.masklets.cache import rank_from_env  # noqa: E402
+from vssam2.features.compute import FeatureRunSummary, compute_feature_cache  # noqa: E402
+from vssam2.datasets.streaming import rank_from_env  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:

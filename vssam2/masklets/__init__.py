@@ -1,7 +1,8 @@
 """Masklet engine: masklet sources (SAM2, superpixels, oracle), the aggregator, SAM2 loading."""
 
 from vssam2.masklets.aggregator import ORDERS, aggregate_masks, paint_order
-from vssam2.masklets.cache import MaskletCache, cache_key, compute_cache, open_cache
+from vssam2.masklets.cache import MaskletCache, cache_key, open_cache
+from vssam2.masklets.compute import CacheRunSummary, compute_cache
 from vssam2.masklets.base import TABLE_COLUMNS, MaskletSource, MaskletTable, MaskletTracker
 from vssam2.masklets.oracle import OracleSource, class_components
 from vssam2.masklets.proposals import ProposalParams, Proposals, Proposer
@@ -30,6 +31,7 @@ __all__ = [
     "TINY_TEST_OVERRIDES",
     "MaskletSource",
     "MaskletTable",
+    "CacheRunSummary",
     "MaskletCache",
     "MaskletTracker",
     "OracleSource",

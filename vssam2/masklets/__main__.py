@@ -36,7 +36,8 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E4
 
 from vssam2.datasets import VideoSplits  # noqa: E402
 from vssam2.masklets.base import MaskletSource  # noqa: E402
-from vssam2.masklets.cache import CacheRunSummary, compute_cache, rank_from_env  # noqa: E402
+from vssam2.datasets.streaming import rank_from_env  # noqa: E402
+from vssam2.masklets.compute import CacheRunSummary, compute_cache  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:

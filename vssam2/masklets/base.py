@@ -1,6 +1,6 @@
 """The masklet-source interface: frames of a video in, segment maps + a score table out.
 
-The **segment map** is the one currency between stages (DESIGN.md): one int32 id per pixel per
+The **segment map** is the one currency between stages (docs/design.md): one int32 id per pixel per
 frame, 0 where no masklet covers the pixel, the same id for the same tracked object across the
 frames it is tracked in. Every source streams a video chunk by chunk, in frame order::
 

@@ -27,24 +27,16 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import os
 import shutil
-import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-from vssam2.datasets.index import VideoEntry
-from vssam2.datasets.reading import load_frames_range
-from vssam2.datasets.streaming import VideoClipStream, chunk_bounds
+from vssam2.atomic import atomic_write_bytes, atomic_write_png
 from vssam2.errors import DataError
 from vssam2.masklets.base import MaskletSource, MaskletTable
 
@@ -117,28 +109,6 @@ def cache_config(
 # ---------------------------------------------------------------------------- file helpers
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes a file under a temporary name in the same folder, then renames it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_png(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def to_uint16(segments: np.ndarray | torch.Tensor, what: str = "segment map") -> np.ndarray:
     """Checks that ids fit 16 bits (0…65535) and converts.
 
@@ -203,7 +173,7 @@ class MaskletCache:
             cache = open_cache(directory, key)  # raises if stale or corrupt
         else:
             text = json.dumps({"key": key, **config}, indent=2, sort_keys=True) + "\n"
-            _atomic_write_bytes(config_path, text.encode())
+            atomic_write_bytes(config_path, text.encode())
             cache = cls(directory, key)
             cache.config = dict(config)
         return cache
@@ -398,12 +368,12 @@ class VideoWriter:
         if array.shape[1:] != self.size:
             raise ValueError(f"video {self.video!r}: maps of size {array.shape[1:]}, expected {self.size}")
         for frame_id, frame in zip(frame_ids, array):
-            _atomic_write_png(self.cache.frame_path(self.video, frame_id), frame)
+            atomic_write_png(self.cache.frame_path(self.video, frame_id), frame)
         self.frame_ids.extend(frame_ids)
 
     def finish(self, table: MaskletTable) -> None:
         """Writes the score table, then the completion marker (last)."""
-        _atomic_write_bytes(self.cache.table_path(self.video), table.to_json().encode())
+        atomic_write_bytes(self.cache.table_path(self.video), table.to_json().encode())
         done = {
             "key": self.cache.key,
             "video": self.video,
@@ -413,7 +383,7 @@ class VideoWriter:
             "num_masklets": len(table),
             "frame_ids": self.frame_ids,
         }
-        _atomic_write_bytes(self.cache.done_path(self.video), json.dumps(done).encode())
+        atomic_write_bytes(self.cache.done_path(self.video), json.dumps(done).encode())
         self.cache._complete.add(self.video)
 
 
@@ -482,180 +452,3 @@ def open_cache(directory: str | Path, key: str | None = None) -> MaskletCache:
     cache = MaskletCache(directory, actual)
     cache.config = config
     return cache
-
-
-# ------------------------------------------------------------------------- computing a split
-
-
-@dataclass
-class CacheRunSummary:
-    """What one rank did in :func:`compute_cache`.
-
-    Attributes:
-        directory: the cache folder.
-        rank: this process's rank.
-        world_size: number of processes.
-        videos: this rank's share of the split (video names, split order).
-        computed: videos computed in this run.
-        skipped: videos skipped because they were already complete.
-        frames: frames computed in this run.
-        seconds: wall time of the run (reading included).
-    """
-
-    directory: Path
-    rank: int
-    world_size: int
-    videos: list[str] = field(default_factory=list)
-    computed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    frames: int = 0
-    seconds: float = 0.0
-
-    @property
-    def frames_per_second(self) -> float:
-        """Computed frames per second of wall time."""
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    def __str__(self) -> str:
-        return (
-            f"[rank {self.rank}/{self.world_size}] masklet cache {self.directory}: {len(self.computed)} videos computed "
-            f"({self.frames} frames, {self.frames_per_second:.2f} frames/s), {len(self.skipped)} skipped as done, "
-            f"{len(self.videos)} videos in this rank's share"
-        )
-
-
-def rank_from_env() -> tuple[int, int]:
-    """(rank, world size) from ``RANK`` / ``WORLD_SIZE`` as torchrun sets them; (0, 1) without."""
-    rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
-    return rank, world_size
-
-
-def _prefetched(
-    tasks: Sequence[tuple[VideoEntry, int, int]], load: Callable[[VideoEntry, int, int], dict[str, Any]], depth: int = 2
-) -> Iterator[tuple[VideoEntry, int, int, dict[str, Any]]]:
-    """Yields ``(video, start, stop, chunk)`` in order, reading up to ``depth`` chunks ahead in a thread."""
-    pending: deque[tuple[tuple[VideoEntry, int, int], Future]] = deque()
-    remaining = iter(tasks)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-
-        def submit() -> None:
-            task = next(remaining, None)
-            if task is not None:
-                pending.append((task, pool.submit(load, *task)))
-
-        for _ in range(max(1, depth)):
-            submit()
-        try:
-            while pending:
-                task, future = pending.popleft()
-                submit()
-                yield (*task, future.result())
-        finally:
-            for _, future in pending:
-                future.cancel()
-
-
-def compute_cache(
-    source: MaskletSource,
-    data: Any,
-    split: str,
-    cache_root: str | Path = "cache/masklets",
-    max_videos: int | None = None,
-    rank: int | None = None,
-    world_size: int | None = None,
-    progress: bool = True,
-) -> CacheRunSummary:
-    """Computes the masklets of one rank's share of a split into the cache.
-
-    Videos are assigned whole to ranks exactly as evaluation assigns them
-    (:class:`vssam2.datasets.VideoClipStream`, balanced by frame count over the whole split), so
-    ranks write disjoint video folders and need no communication. Complete videos (``.done``
-    under this key) are skipped; an incomplete one is recomputed from scratch.
-
-    Args:
-        source: the masklet source.
-        data: the dataset (:class:`vssam2.datasets.VideoSplits`, e.g. a VSPW / VIPSeg data module): root, layout, ``clip_len``
-            (frames per chunk fed to the source) and ``num_classes``.
-        split: split to compute.
-        cache_root: parent folder of the cache folders.
-        max_videos: only the first ``max_videos`` videos of the split (before sharding).
-        rank: this process's rank; default ``RANK`` from the environment (0).
-        world_size: number of processes; default ``WORLD_SIZE`` from the environment (1).
-        progress: show tqdm bars (videos and frames; rank 0 only).
-
-    Returns:
-        What this rank computed and skipped.
-    """
-    env_rank, env_world = rank_from_env()
-    rank = env_rank if rank is None else int(rank)
-    world_size = env_world if world_size is None else int(world_size)
-    if max_videos is not None and max_videos < 1:
-        raise ValueError(f"max_videos must be >= 1 or None, got {max_videos}")
-    layout = data.layout
-    config = cache_config(source, layout.name, data.clip_len, data.num_classes)
-    cache = MaskletCache.create(cache_root, config)
-    videos = list(data.index(split, with_preds=False).videos)[:max_videos]
-    stream = VideoClipStream(
-        videos,
-        layout=layout,
-        clip_len=data.clip_len,
-        load_frames=True,
-        num_classes=data.num_classes,
-        rank=rank,
-        world_size=world_size,
-    )
-    summary = CacheRunSummary(cache.directory, rank, world_size, videos=[video.name for video in stream.videos])
-    todo: list[VideoEntry] = []
-    for video in stream.videos:
-        if cache.is_done(video.name):
-            summary.skipped.append(video.name)
-        else:
-            todo.append(video)
-    tasks = [(video, start, stop) for video in todo for start, stop in chunk_bounds(video.num_frames, data.clip_len)]
-
-    def load(video: VideoEntry, start: int, stop: int) -> dict[str, Any]:
-        return load_frames_range(video, start, stop, layout, data.num_classes, load_frames=True, load_preds=False)
-
-    show = progress and rank == 0
-    if show:
-        tqdm.write(
-            f"masklet cache {cache.directory}: split {split!r}, rank {rank}/{world_size}: {len(stream.videos)} videos, "
-            f"{len(summary.skipped)} already done, {len(todo)} to compute"
-        )
-    video_bar = tqdm(
-        total=len(stream.videos),
-        initial=len(summary.skipped),
-        desc=f"masklets {split} (rank {rank}/{world_size})",
-        unit="video",
-        disable=not show,
-        dynamic_ncols=True,
-    )
-    frame_bar = tqdm(
-        total=sum(video.num_frames for video in todo), desc="frames", unit="frame", disable=not show, leave=False
-    )
-    start_time = time.perf_counter()
-    writer: VideoWriter | None = None
-    try:
-        with torch.inference_mode():
-            for video, start, stop, chunk in _prefetched(tasks, load):
-                if start == 0:
-                    height, width = chunk["gt"].shape[1:]
-                    writer = cache.writer(video.name, height, width)
-                    source.begin_video(video.name, height, width)
-                    frame_bar.set_postfix_str(video.name)
-                segments = source.add_chunk(chunk["frames"], start, gt=chunk["gt"])
-                writer.write(video.frame_ids[start:stop], segments.cpu())
-                frame_bar.update(stop - start)
-                summary.frames += stop - start
-                if stop == video.num_frames:
-                    writer.finish(source.end_video())
-                    summary.computed.append(video.name)
-                    video_bar.update(1)
-    finally:
-        frame_bar.close()
-        video_bar.close()
-        summary.seconds = time.perf_counter() - start_time
-    return summary

@@ -2,7 +2,7 @@
 
 This is the proposer the study used (a grid of point prompts on the whole frame, predicted-IoU
 and stability thresholds, box NMS, optional small-region clean-up; no crops). It is slow on
-CPU (the mask decoder runs once per point prompt, see DESIGN.md) but it *is* sam2: other
+CPU (the mask decoder runs once per point prompt, see benchmarks/README.md) but it *is* sam2: other
 proposers are checked against it.
 
 Encoder sharing: :meth:`StockProposer.propose` accepts ``backbone_out`` (the output of
