@@ -1,7 +1,7 @@
 """Script-style numpy scoring of a VSPW-layout split: the baseline of ``bench_metrics.py``.
 
 Written the way the public VSPW / CFFM / MRCFA / TV3S evaluation scripts score a
-``result_submission`` folder, with the definitions pinned in DESIGN.md ("Metric definitions"):
+``result_submission`` folder, with the definitions pinned in docs/metrics.md:
 
 - **mIoU / FWIoU** (the scripts' ``Evaluator``): a Python loop over frames, each reading the GT
   PNG (remapped raw→eval like the scripts' ``map_category_id``) and the prediction PNG and

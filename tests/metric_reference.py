@@ -1,4 +1,4 @@
-"""Slow, obvious numpy references written from the pinned metric definitions (DESIGN.md).
+"""Slow, obvious numpy references written from the pinned metric definitions (docs/metrics.md).
 
 They loop over classes, images, windows and frames exactly as the formulas read, in the style
 of the public VSPW / CFFM evaluation scripts, and share no code with ``vssam2.metrics``.
