@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -23,7 +24,9 @@ import torch.nn.functional as F
 
 from vssam2.encoders import FrozenEncoder, MiTEncoder, SAM2Encoder, TimmEncoder, mmseg_to_hf
 from vssam2.encoders.base import checkpoint_sha256
+from vssam2.encoders.mmseg_resize import cv2_linear_resize, mmseg_aligned_resize, mmseg_aligned_size
 from vssam2.masklets.sam2_model import TINY_TEST_CONFIG, load_sam2
+from vssam2.pooling import masked_average_pool
 
 B, H, W = 2, 48, 64
 
@@ -168,12 +171,19 @@ def test_frozen_encoders_from_yaml_class_path() -> None:
     specs = [
         ("vssam2.encoders.TimmEncoder", {"model_name": "test_resnet", "level": 2, "input_size": [48, 64]}),
         ("vssam2.encoders.MiTEncoder", {"variant": "mit_b0", "level": 2}),
+        ("vssam2.encoders.MiTEncoder", {"variant": "b0", "resize": "mmseg_aligned", "img_scale": [80, 60]}),
         ("vssam2.encoders.SAM2Encoder", {"config": TINY_TEST_CONFIG, "overrides": []}),
     ]
     for class_path, init_args in specs:
         cfg = parser.parse_object({"encoder": {"class_path": class_path, "init_args": init_args}})
         encoder = parser.instantiate_classes(cfg).encoder
         assert type(encoder).__name__ == class_path.rsplit(".", 1)[1]
+        if "img_scale" in init_args:
+            assert encoder.resize == "mmseg_aligned" and encoder.img_scale == (80, 60)
+    strict = ArgumentParser(exit_on_error=False)
+    strict.add_argument("--encoder", type=FrozenEncoder)
+    with pytest.raises(Exception, match="resize"):  # the Literal is checked while parsing
+        strict.parse_object({"encoder": {"class_path": "vssam2.encoders.MiTEncoder", "init_args": {"resize": "aligned"}}})
     assert encoder.level == 2  # SAM2's default -1 is the last of its 3 levels
 
 
@@ -525,7 +535,9 @@ def test_mmseg_to_hf_names() -> None:
 
 def test_mit_mmseg_checkpoint(mit_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor) -> None:
     files, sd = mit_files
-    enc = MiTEncoder("b0", checkpoint=str(files["mmseg"]))
+    # At the frame's own size, to compare the weights' mapping with NVlabs' forward on the
+    # same input (the segmentor's default resize is tested in test_mit_mmseg_aligned_*).
+    enc = MiTEncoder("b0", checkpoint=str(files["mmseg"]), resize="keep")
 
     # Tensors landed where they belong.
     s0, s1, s3 = enc.stages[0], enc.stages[1], enc.stages[3]
@@ -554,17 +566,18 @@ def test_mit_mmseg_checkpoint(mit_files: tuple[dict[str, Path], dict[str, torch.
     reference = nvlabs_mit_forward(sd, frames, B0[1])
     out = enc(frames)
     torch.testing.assert_close(out, reference[3], rtol=1e-4, atol=1e-4)
-    stage2 = MiTEncoder("b0", checkpoint=str(files["mmseg"]), level=1)
+    stage2 = MiTEncoder("b0", checkpoint=str(files["mmseg"]), level=1, resize="keep")
     assert len(stage2.stages) == 2  # later stages are not kept
     torch.testing.assert_close(stage2(frames), reference[1], rtol=1e-4, atol=1e-4)
 
     assert not torch.allclose(out, MiTEncoder("b0")(frames), atol=1e-3)
-    torch.testing.assert_close(MiTEncoder("mit_b0", checkpoint=str(files["mmseg"]))(frames), out, rtol=0, atol=0)
+    torch.testing.assert_close(MiTEncoder("mit_b0", checkpoint=str(files["mmseg"]), resize="keep")(frames), out, rtol=0, atol=0)
     desc = enc.describe()
     assert desc["checkpoint_sha256"] == hashlib.sha256(files["mmseg"].read_bytes()).hexdigest()
     assert "seed" not in desc and desc["level"] == 3
 
-    # NVlabs' ImageNet file with the same backbone weights gives the same features.
+    # NVlabs' ImageNet file with the same backbone weights gives the same features (its
+    # default keeps the frame's size).
     torch.testing.assert_close(MiTEncoder("b0", checkpoint=str(files["imagenet"]))(frames), out, rtol=0, atol=0)
 
 
@@ -590,3 +603,191 @@ def test_mit_wrong_checkpoints(tmp_path: Path) -> None:
         MiTEncoder("b0", checkpoint=str(text))
     with pytest.raises(FileNotFoundError, match=r"gone\.pth"):
         MiTEncoder("b0", checkpoint=str(tmp_path / "gone.pth"))
+
+
+# -- MiT preprocessing: mmseg's AlignedResize and mmcv's normalisation ------------------
+
+
+def mmcv_aligned_resize_reference(img: np.ndarray, img_scale: tuple[int, int] = (853, 480), size_divisor: int = 32) -> np.ndarray:
+    """``AlignedResize_clips(keep_ratio=True, size_divisor)`` of one ``(H, W, 3)`` uint8 image.
+
+    Written from GuoleiSun/VSS-CFFM's ``_resize_img`` / ``_align`` and mmcv 1.3's
+    ``imrescale`` (``rescale_size``'s factor ``min(long / max(h, w), short / min(h, w))``,
+    ``_scale_size``'s ``int(w * scale + 0.5)``) and ``imresize`` (``cv2.resize`` with
+    ``INTER_LINEAR``), calling OpenCV itself.
+    """
+    h, w = img.shape[:2]
+    factor = min(max(img_scale) / max(h, w), min(img_scale) / min(h, w))
+    new_size = int(w * float(factor) + 0.5), int(h * float(factor) + 0.5)
+    img = cv2.resize(img, new_size, interpolation=cv2.INTER_LINEAR)
+    align_h = int(np.ceil(img.shape[0] / size_divisor)) * size_divisor
+    align_w = int(np.ceil(img.shape[1] / size_divisor)) * size_divisor
+    return cv2.resize(img, (align_w, align_h), interpolation=cv2.INTER_LINEAR)
+
+
+def mmcv_imnormalize_reference(img: np.ndarray) -> np.ndarray:
+    """mmcv 1.3's ``imnormalize`` with CFFM's ``img_norm_cfg`` (float32 mean / std), RGB in."""
+    mean = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+    std = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+    img = img.copy().astype(np.float32)
+    cv2.subtract(img, np.float64(mean.reshape(1, -1)), img)
+    cv2.multiply(img, 1 / np.float64(std.reshape(1, -1)), img)
+    return img
+
+
+# Frame (H, W) -> the size the backbone sees under CFFM's test resize at (853, 480), worked
+# out by hand from mmcv's rounding.
+ALIGNED_SIZES: list[tuple[tuple[int, int], tuple[int, int]]] = [
+    ((480, 853), (480, 864)),  # VSPW 480p: imrescale keeps it, _align widens 853 -> 864
+    ((720, 1280), (480, 864)),  # factor 853/1280: 853.5 -> 853, 480.3 -> 480
+    ((480, 1138), (384, 864)),  # factor 853/1138: 360.3 -> 360 -> 384, 853.5 -> 853 -> 864
+    ((853, 480), (864, 480)),  # portrait
+    ((1080, 1920), (480, 864)),  # factor 853/1920: 479.8 -> 480
+    ((360, 640), (480, 864)),  # enlarged by 1.333
+    ((481, 853), (480, 864)),  # factor 480/481: 851.2 -> 851 -> 864
+    ((500, 500), (480, 480)),
+    ((100, 100), (480, 480)),
+    ((960, 1706), (480, 864)),  # exact halving: OpenCV's INTER_AREA fast path, then 853 -> 864
+    ((30, 2000), (32, 864)),  # factor 853/2000: 12.8 -> 13 -> 32
+]
+
+
+@pytest.fixture(scope="module")
+def aligned_mit() -> MiTEncoder:
+    """A random MiT-B0 with CFFM's test resize, for preprocessing checks."""
+    return MiTEncoder("b0", resize="mmseg_aligned")
+
+
+@pytest.mark.parametrize(("frame_size", "expected"), ALIGNED_SIZES)
+def test_mmseg_aligned_sizes(frame_size: tuple[int, int], expected: tuple[int, int], aligned_mit: MiTEncoder) -> None:
+    assert mmseg_aligned_size(*frame_size)[1] == expected
+    frame = np.zeros((*frame_size, 3), dtype=np.uint8)
+    assert mmcv_aligned_resize_reference(frame).shape[:2] == expected
+    images = aligned_mit.preprocess(torch.from_numpy(frame)[None])
+    assert images.shape == (1, 3, *expected) and images.dtype == torch.float32
+
+
+def test_cv2_linear_resize_matches_opencv() -> None:
+    """Bit-exact against cv2.resize(INTER_LINEAR) on uint8: enlarging, shrinking, edge cases."""
+    gen = np.random.default_rng(0)
+    pairs = [
+        ((480, 853), (480, 864)), ((720, 1280), (480, 853)), ((360, 853), (384, 864)),
+        ((64, 96), (32, 48)),  # exact halving (INTER_AREA fast path)
+        ((65, 96), (32, 48)), ((96, 96), (32, 32)),  # near halving, 3x: bilinear
+        ((1, 1), (5, 7)), ((1, 9), (4, 1)), ((2, 2), (1, 1)), ((7, 9), (3, 4)), ((9, 7), (27, 21)),
+    ]
+    pairs += [(tuple(gen.integers(1, 120, 2)), tuple(gen.integers(1, 160, 2))) for _ in range(60)]
+    for (h, w), (dh, dw) in pairs:
+        img = gen.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8)
+        expected = cv2.resize(img, (int(dw), int(dh)), interpolation=cv2.INTER_LINEAR).reshape(int(dh), int(dw), 3)
+        out = cv2_linear_resize(torch.from_numpy(img).permute(2, 0, 1), (int(dh), int(dw)))
+        assert out.dtype == torch.uint8
+        np.testing.assert_array_equal(out.permute(1, 2, 0).numpy(), expected, err_msg=f"{h}x{w} -> {dh}x{dw}")
+    with pytest.raises(ValueError, match="uint8"):
+        cv2_linear_resize(torch.zeros(3, 4, 4), (2, 2))
+
+
+@pytest.mark.parametrize("frame_size", [(480, 853), (720, 1280), (480, 1138), (960, 1706), (360, 640)])
+def test_mmseg_aligned_preprocess_matches_mmcv(frame_size: tuple[int, int], aligned_mit: MiTEncoder) -> None:
+    """The resized uint8 image and the normalised input are mmcv's, to the bit."""
+    gen = np.random.default_rng(frame_size[1])
+    # Smooth content plus noise: both interpolation weights and rounding matter.
+    ramp = np.linspace(0, 255, frame_size[1])[None, :, None] * np.ones((*frame_size, 3))
+    frame = np.clip(ramp + gen.normal(0, 40, (*frame_size, 3)), 0, 255).astype(np.uint8)
+    expected = mmcv_aligned_resize_reference(frame)
+    chw = torch.from_numpy(frame).permute(2, 0, 1)[None]  # (1, 3, H, W)
+    np.testing.assert_array_equal(mmseg_aligned_resize(chw)[0].permute(1, 2, 0).numpy(), expected)
+    images = aligned_mit.preprocess(torch.from_numpy(frame)[None])  # (1, 3, h, w)
+    np.testing.assert_array_equal(images[0].permute(1, 2, 0).numpy(), mmcv_imnormalize_reference(expected))
+
+
+def test_mit_normalisation_is_mmcv_for_every_value() -> None:
+    """All 256 values of each channel, at the frame's size and stretched."""
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    frame = np.stack([values, values.T, values[::-1]], axis=-1)  # (16, 16, 3)
+    images = MiTEncoder("b0", resize="keep").preprocess(torch.from_numpy(frame)[None])
+    np.testing.assert_array_equal(images[0].permute(1, 2, 0).numpy(), mmcv_imnormalize_reference(frame))
+    # "stretch" is mmcv.imresize to input_size (mmseg's Resize with keep_ratio=False).
+    stretched = MiTEncoder("b0", input_size=(24, 40)).preprocess(torch.from_numpy(frame)[None])
+    expected = mmcv_imnormalize_reference(cv2.resize(frame, (40, 24), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(stretched[0].permute(1, 2, 0).numpy(), expected)
+
+
+def test_mit_resize_follows_checkpoint_kind(mit_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor) -> None:
+    """An mmseg segmentor checkpoint resizes as its VSS model tested; others keep the size."""
+    files, _ = mit_files
+    segmentor = MiTEncoder("b0", checkpoint=str(files["mmseg"]))
+    assert (segmentor.weights_kind, segmentor.resize) == ("mmseg_segmentor", "mmseg_aligned")
+    assert (segmentor.img_scale, segmentor.size_divisor) == ((853, 480), 32)
+    imagenet = MiTEncoder("b0", checkpoint=str(files["imagenet"]))
+    assert (imagenet.weights_kind, imagenet.resize) == ("nvlabs_imagenet", "keep")
+    random_init = MiTEncoder("b0")
+    assert (random_init.weights_kind, random_init.resize) == ("random", "keep")
+    assert MiTEncoder("b0", checkpoint=str(files["mmseg"]), input_size=(64, 64)).resize == "stretch"
+
+    # 48x64 frames: factor min(853 / 64, 480 / 48) = 10 -> 480x640 (already aligned).
+    assert segmentor.preprocess(frames).shape == (B, 3, 480, 640)
+    assert imagenet.preprocess(frames).shape == (B, 3, H, W)
+    # The mode is part of the identity: "auto" and its choice written out are the same
+    # features, another mode or img_scale are not.
+    desc = segmentor.describe()
+    assert desc["resize"] == "mmseg_aligned" and desc["img_scale"] == [853, 480] and desc["size_divisor"] == 32
+    assert MiTEncoder("b0", checkpoint=str(files["mmseg"]), resize="mmseg_aligned").describe() == desc
+    kept = MiTEncoder("b0", checkpoint=str(files["mmseg"]), resize="keep").describe()
+    assert kept != desc and kept["resize"] == "keep" and "img_scale" not in kept
+    assert MiTEncoder("b0", checkpoint=str(files["mmseg"]), img_scale=(640, 360)).describe() != desc
+    # The other kinds can ask for it.
+    assert MiTEncoder("b0", checkpoint=str(files["imagenet"]), resize="mmseg_aligned").preprocess(frames).shape == (B, 3, 480, 640)
+
+
+def test_mit_mmseg_aligned_features(mit_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor) -> None:
+    """Default features of a segmentor checkpoint = NVlabs' forward on mmcv's resized frame."""
+    files, sd = mit_files
+    # A small img_scale keeps the backbone cheap: 48x64 -> factor 1.25 -> 60x80 -> 64x96.
+    enc = MiTEncoder("b0", checkpoint=str(files["mmseg"]), img_scale=(80, 60))
+    resized = np.stack([mmcv_aligned_resize_reference(f.numpy(), (80, 60)) for f in frames])  # (B, 64, 96, 3)
+    reference = nvlabs_mit_forward(sd, torch.from_numpy(resized), B0[1])
+    out = enc(frames)
+    assert out.shape == (B, 256, 2, 3)  # the frame's own size would give 2x2
+    torch.testing.assert_close(out, reference[3], rtol=1e-4, atol=1e-4)
+
+    # The feature grid is the resized frame's; pooling maps it onto the (H, W) segment map
+    # by bilinear upsampling, uniform on each axis like the resize.
+    segments = torch.zeros(B, H, W, dtype=torch.int64)
+    segments[:, 5:20, 3:50] = 1
+    segments[1, 30:33, 60:63] = 2
+    pooled = masked_average_pool(out, segments, "bilinear")
+    upsampled = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)  # (B, C, H, W)
+    for row, masklet in enumerate(pooled.ids.tolist()):
+        mask = (segments == masklet).unsqueeze(1)  # (B, 1, H, W)
+        expected = (upsampled * mask).sum(dim=(0, 2, 3)) / mask.sum()
+        torch.testing.assert_close(pooled.vectors[row], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mit_resize_errors(mit_files: tuple[dict[str, Path], dict[str, torch.Tensor]]) -> None:
+    files, _ = mit_files
+    with pytest.raises(ValueError, match="Unknown MiT resize 'aligned'"):
+        MiTEncoder("b0", resize="aligned")
+    with pytest.raises(ValueError, match="'stretch' needs input_size"):
+        MiTEncoder("b0", resize="stretch")
+    with pytest.raises(ValueError, match=r"input_size \[64, 64\] is only used by resize='stretch'"):
+        MiTEncoder("b0", checkpoint=str(files["mmseg"]), resize="mmseg_aligned", input_size=(64, 64))
+    with pytest.raises(ValueError, match="img_scale / size_divisor.*'keep'"):
+        MiTEncoder("b0", img_scale=(853, 480))
+    with pytest.raises(ValueError, match="img_scale"):
+        MiTEncoder("b0", resize="mmseg_aligned", img_scale=(853, 0))
+    with pytest.raises(ValueError, match="size_divisor"):
+        MiTEncoder("b0", resize="mmseg_aligned", size_divisor=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mit_aligned_preprocess_cuda(aligned_mit: MiTEncoder) -> None:
+    """The resize and the normalisation table give the same bits on CUDA."""
+    gen = torch.Generator().manual_seed(3)
+    frames_cpu = torch.randint(0, 256, (2, 480, 1138, 3), dtype=torch.uint8, generator=gen)
+    expected = aligned_mit.preprocess(frames_cpu)
+    cuda = MiTEncoder("b0", resize="mmseg_aligned").cuda()
+    torch.testing.assert_close(cuda.preprocess(frames_cpu.cuda()).cpu(), expected, rtol=0, atol=0)
+    for size in [(480, 864), (240, 569), (23, 17)]:
+        images = frames_cpu.permute(0, 3, 1, 2)
+        torch.testing.assert_close(cv2_linear_resize(images.cuda(), size).cpu(), cv2_linear_resize(images, size), rtol=0, atol=0)

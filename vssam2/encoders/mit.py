@@ -7,6 +7,11 @@ NVlabs' ``mix_transformer.py`` plus the segmentation head's ``decode_head.*``. T
 here is transformers' ``SegformerModel`` (5.x module layout); :func:`mmseg_to_hf` maps the
 keys. NVlabs' ImageNet-pretrained ``mit_b*.pth`` files (the same keys without
 ``backbone.``, plus a ``head.*`` classifier) load too.
+
+The features of a VSS model's encoder are only those the model computed if the frame is
+prepared as its test pipeline prepares it: for CFFM / MRCFA / TV3S on VSPW that is mmseg's
+``AlignedResize`` (see :mod:`vssam2.encoders.mmseg_resize`), which a segmentor checkpoint
+gets by default (``resize="auto"``), and mmcv's normalisation (:func:`mmcv_normalise_lut`).
 """
 
 from __future__ import annotations
@@ -15,20 +20,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
+import numpy as np
 import torch
 
 from vssam2.encoders.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     FrozenEncoder,
-    as_channel_buffer,
     checkpoint_sha256,
     check_size,
     load_torch_file,
     seeded,
     state_dict_mismatch,
+)
+from vssam2.encoders.mmseg_resize import (
+    VSPW_IMG_SCALE,
+    VSPW_SIZE_DIVISOR,
+    cv2_linear_resize,
+    mmseg_aligned_resize,
 )
 
 if TYPE_CHECKING:  # transformers is imported when an encoder is built (its import takes ~2 s)
@@ -153,15 +162,68 @@ def _map_mit_key(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]
     return [(key, value)]  # unknown: kept so that the strict check lists it
 
 
+#: How :class:`MiTEncoder` resizes a frame; see its ``resize`` argument.
+MiTResize = Literal["auto", "mmseg_aligned", "keep", "stretch"]
+#: What a MiT checkpoint holds: an mmseg segmentor (``backbone.*`` keys), NVlabs' ImageNet
+#: backbone (bare keys), or nothing (seeded random initialisation).
+MiTWeightsKind = Literal["mmseg_segmentor", "nvlabs_imagenet", "random"]
+
+#: mmseg's ``img_norm_cfg`` of CFFM / MRCFA / TV3S / SegFormer, RGB on 0..255 (the ImageNet
+#: mean / std of ``vssam2.encoders.base`` times 255).
+MMSEG_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+MMSEG_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+def mmcv_normalise_lut(
+    mean: tuple[float, float, float] = MMSEG_MEAN, std: tuple[float, float, float] = MMSEG_STD
+) -> torch.Tensor:
+    """mmcv's ``imnormalize`` of every uint8 value, per channel: a ``(3, 256)`` float32 table.
+
+    mmseg's ``Normalize`` keeps mean / std as float32 arrays; mmcv 1.3's ``imnormalize_``
+    then widens them to float64 and, on the float32 image, runs ``cv2.subtract(img, mean,
+    img)`` and ``cv2.multiply(img, 1 / std, img)``, each result rounded to float32. A uint8
+    input has 256 values per channel, so a table holds the exact results.
+
+    Args:
+        mean: RGB mean on 0..255.
+        std: RGB standard deviation on 0..255.
+
+    Returns:
+        ``(3, 256)`` float32: ``table[c, v]`` is the normalised value ``v`` of channel ``c``.
+    """
+    mean64 = np.asarray(mean, dtype=np.float32).astype(np.float64)[:, None]  # (3, 1)
+    inv_std64 = 1.0 / np.asarray(std, dtype=np.float32).astype(np.float64)[:, None]
+    values = np.arange(256, dtype=np.float64)[None, :]  # (1, 256)
+    centred = (values - mean64).astype(np.float32)  # cv2.subtract writes the float32 image
+    return torch.from_numpy((centred.astype(np.float64) * inv_std64).astype(np.float32))
+
+
 class MiTEncoder(FrozenEncoder):
     """SegFormer's Mix Transformer (MiT-B0...B5) encoder; features are one stage's output.
 
-    Preprocessing is mmseg's test pipeline: RGB normalised with the ImageNet mean / std
-    (mmseg's 123.675, 116.28, 103.53 / 58.395, 57.12, 57.375 on 0..255), resized only if
-    ``input_size`` is set, bilinearly *without* antialiasing (mmseg resizes with OpenCV's
-    ``INTER_LINEAR``, which does not low-pass filter), so the features are those the VSS
-    model computed. VSPW frames are 480p, the size CFFM / MRCFA / TV3S test at, so the
-    default keeps the frame's size. MiT accepts any size.
+    Preprocessing follows mmseg bit for bit (the input a VSS model's backbone saw):
+
+    - **Resize** (``resize``), on the uint8 frame with OpenCV's ``INTER_LINEAR`` rounding,
+      bit-exact (:func:`~vssam2.encoders.mmseg_resize.cv2_linear_resize`):
+
+      * ``"mmseg_aligned"``: CFFM / MRCFA / TV3S's test-time ``AlignedResize(keep_ratio=True,
+        size_divisor=32)`` at ``img_scale=(853, 480)``: scaled to fit 853 x 480 (long x short
+        edge) keeping the aspect ratio, then each side stretched up to a multiple of
+        ``size_divisor``. 480x853 -> 480x864, 720x1280 -> 480x864, 480x1138 -> 384x864.
+      * ``"keep"``: the frame's own size (MiT accepts any size).
+      * ``"stretch"``: to ``input_size`` (mmcv's ``imresize``, the ratio not kept).
+      * ``"auto"`` (default): ``"stretch"`` if ``input_size`` is set, else
+        ``"mmseg_aligned"`` for an mmseg segmentor checkpoint (the features the VSS model
+        computed), else ``"keep"`` (NVlabs' ImageNet weights, random weights).
+
+    - **Normalisation**: mmcv's ``imnormalize`` with mean 123.675, 116.28, 103.53 and std
+      58.395, 57.12, 57.375 on 0..255 (the ImageNet constants x 255), float32 as mmcv rounds it
+      (:func:`mmcv_normalise_lut`). No padding: the aligned size is already a multiple of 32.
+
+    The features are on the grid of the resized frame: ``ceil`` of its size over the stride
+    (480x864 -> 15x27 at stride 32). Masked-average pooling upsamples them to the segment
+    map's ``(H, W)`` (``align_corners=False``), and every mode resizes each axis uniformly,
+    so a cell lands on the part of the original frame it was computed from.
 
     Levels: stage outputs 0..3 at strides 4, 8, 16, 32 with ``hidden_sizes[level]``
     channels (B0: 32, 64, 160, 256; B1-B5: 64, 128, 320, 512). The default, level -1
@@ -177,19 +239,30 @@ class MiTEncoder(FrozenEncoder):
     Args:
         variant: ``"b0"`` ... ``"b5"`` (``"mit_b2"``, ``"MiT-B2"`` also accepted).
         checkpoint: Local weights: an mmseg-0.x segmentor checkpoint (CFFM, MRCFA, TV3S,
-            SegFormer releases; ``{"state_dict": ..., "meta": ...}`` or a bare state dict)
-            or NVlabs' ImageNet ``mit_b*.pth``; see :func:`mmseg_to_hf`. None keeps a random
-            initialisation seeded with ``seed``.
+            SegFormer releases; ``{"state_dict": ..., "meta": ...}`` or a bare state dict
+            with ``backbone.*`` keys) or NVlabs' ImageNet ``mit_b*.pth``; see
+            :func:`mmseg_to_hf`. None keeps a random initialisation seeded with ``seed``.
         level: Stage index 0..3 (negative counts from the end).
-        input_size: ``(H, W)`` to resize frames to; None keeps the frame's size.
+        resize: ``"auto"``, ``"mmseg_aligned"``, ``"keep"`` or ``"stretch"``, see above.
+        input_size: ``(H, W)`` for ``"stretch"`` (and only for it).
+        img_scale: mmcv's ``img_scale`` of ``"mmseg_aligned"`` (long and short edge
+            limits); None means CFFM's VSPW ``(853, 480)``. SegFormer's ADE20K models test
+            at ``(2048, 512)``, its Cityscapes models at ``(2048, 1024)``.
+        size_divisor: ``"mmseg_aligned"``'s divisor; None means 32.
         seed: Seed of the random initialisation when ``checkpoint`` is None.
         autocast: bf16 autocast for CUDA input (the output is float32 either way).
+
+    Attributes:
+        resize: The mode in use (``"auto"`` resolved).
+        weights_kind: ``"mmseg_segmentor"``, ``"nvlabs_imagenet"`` or ``"random"``.
 
     Raises:
         FileNotFoundError: ``checkpoint`` does not exist.
         ValueError: Unknown variant, unreadable file, weights of another variant or model
             (missing, unexpected or shape-mismatched keys, listed), ``level`` out of range,
-            bad ``input_size``.
+            an unknown ``resize``, or sizes that do not fit it (``input_size`` without
+            ``"stretch"`` or missing for it, ``img_scale`` / ``size_divisor`` without
+            ``"mmseg_aligned"``, non-positive values).
     """
 
     def __init__(
@@ -197,7 +270,10 @@ class MiTEncoder(FrozenEncoder):
         variant: str = "b0",
         checkpoint: str | None = None,
         level: int = -1,
+        resize: MiTResize = "auto",
         input_size: tuple[int, int] | None = None,
+        img_scale: tuple[int, int] | None = None,
+        size_divisor: int | None = None,
         seed: int = 0,
         autocast: bool = True,
     ) -> None:
@@ -214,6 +290,18 @@ class MiTEncoder(FrozenEncoder):
         path = Path(checkpoint).expanduser() if checkpoint is not None else None
         state = _read_mit_checkpoint(path) if path is not None else None
         self._sha256 = checkpoint_sha256(path) if path is not None else None
+        self.weights_kind: MiTWeightsKind = _weights_kind(state)
+        self.resize: MiTResize = _resolve_resize(resize, self.input_size, self.weights_kind)
+        self.img_scale: tuple[int, int] | None = None
+        self.size_divisor: int | None = None
+        if self.resize == "mmseg_aligned":
+            self.img_scale = _check_img_scale(img_scale if img_scale is not None else VSPW_IMG_SCALE)
+            self.size_divisor = _check_divisor(size_divisor if size_divisor is not None else VSPW_SIZE_DIVISOR)
+        elif img_scale is not None or size_divisor is not None:
+            raise ValueError(
+                f"img_scale / size_divisor are options of resize='mmseg_aligned', but resize is "
+                f"{self.resize!r}"
+            )
 
         from transformers import SegformerModel
 
@@ -231,13 +319,20 @@ class MiTEncoder(FrozenEncoder):
         # recording machinery and the stages after `level`.
         self.stages = torch.nn.ModuleList(model.stages[: self.level + 1])
         del model
-        self.register_buffer("mean", as_channel_buffer(IMAGENET_MEAN), persistent=False)
-        self.register_buffer("std", as_channel_buffer(IMAGENET_STD), persistent=False)
+        self.register_buffer("norm_table", mmcv_normalise_lut(), persistent=False)  # (3, 256)
+        self.register_buffer(
+            "_table_offsets", torch.arange(3, dtype=torch.int64).view(1, 3, 1, 1) * 256, persistent=False
+        )
         self._freeze()
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, H, W, 3)`` uint8 -> ``(B, 3, h, w)`` float32, mmseg's normalisation."""
-        return self._resize_normalise(frames, self.input_size, self.mean, self.std, antialias=False)
+        """``(B, H, W, 3)`` uint8 -> ``(B, 3, h, w)`` float32: mmseg's resize, then mmcv's normalisation."""
+        images = frames.permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+        if self.resize == "mmseg_aligned":
+            images = mmseg_aligned_resize(images, self.img_scale, self.size_divisor)  # (B, 3, h, w) uint8
+        elif self.resize == "stretch":
+            images = cv2_linear_resize(images, self.input_size)  # (B, 3, h, w) uint8
+        return torch.take(self.norm_table, images.long() + self._table_offsets)  # (B, 3, h, w) float32
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, h, w)`` -> ``(B, hidden_sizes[level], ~h / stride, ~w / stride)``.
@@ -251,17 +346,60 @@ class MiTEncoder(FrozenEncoder):
         return hidden
 
     def _identity(self) -> dict[str, Any]:
-        """Variant, level, input size, weights."""
+        """Variant, level, resize mode and its sizes, weights."""
         identity: dict[str, Any] = {
             "variant": self.variant,
             "level": self.level,
+            "resize": self.resize,
             "input_size": list(self.input_size) if self.input_size is not None else None,
         }
+        if self.resize == "mmseg_aligned":
+            identity["img_scale"] = list(self.img_scale)
+            identity["size_divisor"] = self.size_divisor
         if self._sha256 is not None:
             identity["checkpoint_sha256"] = self._sha256
         else:
             identity["seed"] = self._seed
         return identity
+
+
+def _weights_kind(state: Mapping[str, torch.Tensor] | None) -> MiTWeightsKind:
+    """Which kind of file a MiT state dict came from (None: no file)."""
+    if state is None:
+        return "random"
+    if any(key.startswith(_BACKBONE_PREFIX) for key in state):
+        return "mmseg_segmentor"
+    return "nvlabs_imagenet"
+
+
+def _resolve_resize(resize: str, input_size: tuple[int, int] | None, kind: MiTWeightsKind) -> MiTResize:
+    """``resize`` with ``"auto"`` replaced by its choice; checks ``input_size`` fits the mode."""
+    modes = get_args(MiTResize)
+    if resize not in modes:
+        raise ValueError(f"Unknown MiT resize {resize!r}; use one of {list(modes)}")
+    if resize == "auto":
+        if input_size is not None:
+            return "stretch"
+        return "mmseg_aligned" if kind == "mmseg_segmentor" else "keep"
+    if resize == "stretch" and input_size is None:
+        raise ValueError("resize='stretch' needs input_size (H, W)")
+    if resize != "stretch" and input_size is not None:
+        raise ValueError(f"input_size {list(input_size)} is only used by resize='stretch', not {resize!r}")
+    return cast(MiTResize, resize)
+
+
+def _check_img_scale(img_scale: tuple[int, int]) -> tuple[int, int]:
+    """Validates mmcv's ``img_scale``: two positive ints (YAML gives a list)."""
+    if len(img_scale) != 2 or any(int(v) != v or v <= 0 for v in img_scale):
+        raise ValueError(f"img_scale must be (long edge, short edge) with positive ints, got {img_scale!r}")
+    return int(img_scale[0]), int(img_scale[1])
+
+
+def _check_divisor(size_divisor: int) -> int:
+    """Validates ``size_divisor``: a positive int."""
+    if int(size_divisor) != size_divisor or size_divisor <= 0:
+        raise ValueError(f"size_divisor must be a positive int, got {size_divisor!r}")
+    return int(size_divisor)
 
 
 def _normalise_variant(variant: str) -> str:
