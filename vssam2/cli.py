@@ -9,18 +9,20 @@ which is also where reports land.
 from __future__ import annotations
 
 import os
-from typing import Any
-
 from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
-WANDB_MODES = ("offline", "online", "disabled")
+from vssam2.console import quiet_dependency_chatter
+
+WandbMode = Literal["offline", "online", "disabled"]
+WANDB_MODES: tuple[WandbMode, ...] = get_args(WandbMode)
 
 
-def run_loggers(root: str, name: str, wandb_mode: str, wandb_project: str) -> list[Logger]:
+def run_loggers(root: str, name: str, wandb_mode: WandbMode, wandb_project: str) -> list[Logger]:
     """CSV logger (defines the versioned run directory ``<root>/<name>/version_N``) + W&B logger.
 
     Args:
@@ -38,14 +40,16 @@ def run_loggers(root: str, name: str, wandb_mode: str, wandb_project: str) -> li
         # the version folder first would make the CSV logger think it is reusing an old run.
         save_dir = os.path.join(root, name)
         os.makedirs(save_dir, exist_ok=True)
-        loggers.append(
-            WandbLogger(
-                project=wandb_project,
-                name=f"{name}/version_{csv.version}",
-                save_dir=save_dir,
-                offline=wandb_mode == "offline",
-            )
+        wandb = WandbLogger(
+            project=wandb_project,
+            name=f"{name}/version_{csv.version}",
+            save_dir=save_dir,
+            offline=wandb_mode == "offline",
         )
+        # Lightning always passes anonymous=None, which wandb now answers with a deprecation
+        # warning at every run; leaving the key out is what wandb asks for.
+        wandb._wandb_init.pop("anonymous", None)
+        loggers.append(wandb)
     return loggers
 
 
@@ -55,7 +59,7 @@ class VSSCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.name", type=str, default="vssam2", help="Run name: runs/<name>/version_N/")
         parser.add_argument(
-            "--run.wandb", type=str, default="offline", help="W&B mode: offline (default), online or disabled"
+            "--run.wandb", type=WandbMode, default="offline", help="W&B mode: offline (default), online or disabled"
         )
         parser.add_argument("--run.wandb_project", type=str, default="vssam2", help="W&B project")
 
@@ -66,6 +70,14 @@ class VSSCLI(LightningCLI):
             root = trainer_config.get("default_root_dir") or "runs"
             kwargs["logger"] = run_loggers(root, run.name, run.wandb, run.wandb_project)
         return super().instantiate_trainer(**kwargs)
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            # The results writer prints the paper-style table; Lightning's box of the same
+            # logged numbers would repeat it (--verbose true brings it back).
+            parser.set_defaults(verbose=False)
+        return parser
 
 
 def cli_main(
@@ -86,6 +98,7 @@ def cli_main(
         kwargs: passed on to :class:`VSSCLI`.
     """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    quiet_dependency_chatter()
     kwargs.setdefault("trainer_defaults", {"callbacks": list(callbacks)})
     cli = VSSCLI(
         model_class,
@@ -123,6 +136,7 @@ def train_main(
         callbacks: callbacks every run gets, after those of the config.
     """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    quiet_dependency_chatter()
 
     class TrainCLI(VSSCLI):
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -145,7 +159,7 @@ def train_main(
         if cli.config.get("test", True):
             callback = cli.trainer.checkpoint_callback
             best = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
-            cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)
+            cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)
     finally:
         if any(isinstance(lg, WandbLogger) for lg in getattr(cli.trainer, "loggers", [])):
             import wandb

@@ -1,0 +1,38 @@
+"""What the console shows: results, progress and warnings a user can act on, not dependency chatter.
+
+The entry points call :func:`quiet_dependency_chatter` once. It drops, and only drops:
+
+- Lightning's product tips ("💡 Tip: ... litlogger / litmodels") and its "TPU available" /
+  "HPU available" lines (the "GPU available, used" line stays: it says where the run ran);
+- deprecation warnings that dependencies raise about each other (Lightning's use of torch's
+  ``LeafSpec``), which no vssam2 user can act on;
+- Lightning's warning that an ``IterableDataset`` with ``__len__`` may be miscounted with
+  several workers: our chunk streams split videos whole between workers and ``__len__`` is
+  the exact total.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+_DROPPED_PREFIXES = ("💡 Tip:", "TPU available:", "HPU available:")
+_LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _DropChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_DROPPED_PREFIXES)
+
+
+_FILTER = _DropChatter()
+
+
+def quiet_dependency_chatter() -> None:
+    """Installs the filters above (idempotent)."""
+    for name in _LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
