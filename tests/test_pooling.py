@@ -3,22 +3,29 @@ each against a slow reference written from the definition."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from vssam2 import pooling
 from vssam2.features.extract import extract_clip_masklets, paint_rows
 from vssam2.heads import MLPHead
 from vssam2.metrics.functional import confusion_from_histograms, confusion_matrix
-from vssam2.pooling import masked_average_pool, split_by_frame
+from vssam2.pooling import linear_source_weights, masked_average_pool, nearest_source_index, split_by_frame
 from vssam2.refine import class_histogram, masklet_targets
 
 
 def reference_pool(features: torch.Tensor, segments: torch.Tensor, mode: str) -> dict[int, tuple[np.ndarray, int]]:
-    """Eq. 3 literally: upsample F to the frame grid, then average it over each masklet's pixels."""
+    """Eq. 3 literally: upsample F to the frame grid, then average it over each masklet's pixels.
+
+    F is upsampled in float32, the dtype whose source cells pooling reproduces (on float64
+    input PyTorch's CPU kernels compute positions in float64, which can pick other cells).
+    """
     kwargs = {} if mode == "nearest" else {"align_corners": False}
-    up = F.interpolate(features.double(), size=segments.shape[1:], mode=mode, **kwargs)  # (T, C, H, W)
+    up = F.interpolate(features.float(), size=segments.shape[1:], mode=mode, **kwargs).double()  # (T, C, H, W)
     out = {}
     for mid in sorted(set(segments.unique().tolist()) - {0}):
         total = np.zeros(features.shape[1])
@@ -51,6 +58,150 @@ def test_pool_matches_reference(mode: str, shape: tuple[int, ...]) -> None:
         vector, count = reference[mid]
         assert int(pooled.area[i]) == count
         np.testing.assert_allclose(pooled.vectors[i].numpy(), vector, rtol=1e-5, atol=1e-5)
+
+
+# Every (input, output) length pair up to these bounds is checked along one axis: feature
+# grids up to 80 cells (stride 16 at 1280), frames up to 900 pixels (480p is 480 x 854). The
+# cost is one F.interpolate call per pair; the default run checks bilinear up to 300 pixels.
+MAX_IN, MAX_OUT, MAX_OUT_DEFAULT_BILINEAR = 80, 900, 300
+
+
+def _all_positions(max_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output position i and output length of every position of the lengths 1…max_out, concatenated."""
+    lengths = torch.arange(1, max_out + 1)
+    out_size = torch.repeat_interleave(lengths, lengths)  # (Σ lengths,)
+    starts = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    return torch.arange(out_size.numel()) - starts, out_size
+
+
+def _interpolate_every_length(probes: torch.Tensor, mode: str, max_out: int) -> torch.Tensor:
+    """(C, in) probe rows interpolated along H to every length 1…max_out: (C, Σ lengths)."""
+    grid = probes.view(1, probes.shape[0], probes.shape[1], 1)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    rows = [F.interpolate(grid, size=(out, 1), mode=mode, **kwargs) for out in range(1, max_out + 1)]
+    return torch.cat(rows, dim=2).view(probes.shape[0], -1)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tens of thousands of tiny calls: a thread pool only adds overhead (several-fold on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_nearest_source_index_equals_interpolate_for_every_size_pair(one_thread: None) -> None:
+    pos, out_size = _all_positions(MAX_OUT)
+    mismatched = []
+    for in_size in range(1, MAX_IN + 1):
+        index_map = torch.arange(in_size, dtype=torch.float32)[None]  # cell index as value
+        expected = _interpolate_every_length(index_map, "nearest", MAX_OUT)[0].long()
+        wrong = nearest_source_index(pos, in_size, out_size) != expected
+        mismatched += [(in_size, int(out)) for out in out_size[wrong].unique()]
+    assert not mismatched, f"{len(mismatched)} (in, out) pairs differ from F.interpolate, e.g. {mismatched[:5]}"
+
+
+@pytest.mark.parametrize("max_out", [MAX_OUT_DEFAULT_BILINEAR, pytest.param(MAX_OUT, marks=pytest.mark.slow)])
+def test_linear_source_weights_equal_interpolate_for_every_size_pair(max_out: int, one_thread: None) -> None:
+    # Probes: 1 on even cells / on odd cells give the weights of the two source cells exactly
+    # (products with 0 and 1 are exact); the cell index as value checks which cells they are.
+    exact = torch.backends.cpu.get_cpu_capability() != "DEFAULT"  # the scalar build rounds s twice
+    pos, out_size = _all_positions(max_out)
+    mismatched = []
+    for in_size in range(1, MAX_IN + 1):
+        cell = torch.arange(in_size)
+        expected = _interpolate_every_length(
+            torch.stack([cell % 2 == 0, cell % 2 == 1, cell]).float(), "bilinear", max_out
+        )
+        low, high, w_low, w_high = linear_source_weights(pos, in_size, out_size)
+        assert bool(((low >= 0) & (high < in_size) & (high - low >= 0) & (high - low <= 1)).all())
+        even = w_low * (low % 2 == 0) + w_high * (high % 2 == 0)
+        odd = w_low * (low % 2 == 1) + w_high * (high % 2 == 1)
+        weight_error = torch.maximum((even - expected[0]).abs(), (odd - expected[1]).abs())
+        index_error = (w_low * low + w_high * high - expected[2]).abs()
+        wrong = (weight_error > (0.0 if exact else 1e-6)) | (index_error > 1e-3)
+        mismatched += [(in_size, int(out)) for out in out_size[wrong].unique()]
+    assert not mismatched, f"{len(mismatched)} (in, out) pairs differ from F.interpolate, e.g. {mismatched[:5]}"
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_pool_reads_interpolate_cells_where_position_times_scale_is_whole(mode: str) -> None:
+    # 2 cells -> 82 rows: i·in/out = 1 at row 41, where float32 gives cell 0 and float64 cell 1;
+    # 60 cells -> 854 columns: the same at column 427. One masklet is that row, one that column.
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(1, 4, 2, 60, generator=generator)
+    segments = torch.zeros(1, 82, 854, dtype=torch.int64)
+    segments[0, 41, :] = 1
+    segments[0, :, 427] = 2
+    segments[0, :5, :5] = 3
+    pooled = masked_average_pool(features, segments, mode)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    up = F.interpolate(features, size=(82, 854), mode=mode, **kwargs)[0].double()  # (C, H, W)
+    assert pooled.ids.tolist() == [1, 2, 3]
+    for row, mid in enumerate(pooled.ids.tolist()):
+        mask = segments[0] == mid
+        np.testing.assert_allclose(pooled.vectors[row].numpy(), up[:, mask].mean(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _compacted(segments: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """The same map with ids renumbered 1…K in increasing order (0 kept), and the original ids."""
+    ids = sorted(set(segments.unique().tolist()) - {0})
+    out = torch.zeros_like(segments)
+    for new, mid in enumerate(ids, start=1):
+        out[segments == mid] = new
+    return out, ids
+
+
+def test_huge_sparse_ids_pool_like_compact_ids_without_id_sized_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(2, 3, 3, 4, generator=generator)
+    segments = torch.randint(0, 3, (2, 10, 10), generator=generator)
+    segments[segments == 1] = 2**26
+    segments[segments == 2] = 2**31 - 1
+    segments[0, 0, 0] = 2**62  # int64 ids, not only int32
+    segments[1, 9, 9] = 7
+    compact, ids = _compacted(segments)
+
+    longest = [0]
+    bincount = torch.bincount
+
+    def recording_bincount(
+        input: torch.Tensor, weights: torch.Tensor | None = None, minlength: int = 0
+    ) -> torch.Tensor:
+        longest[0] = max(longest[0], minlength, int(input.max()) + 1 if input.numel() else 0)
+        return bincount(input, weights=weights, minlength=minlength)
+
+    monkeypatch.setattr(torch, "bincount", recording_bincount)
+    pooled = masked_average_pool(features, segments, "bilinear")
+    codes, frame, split_ids = split_by_frame(segments)
+    # No histogram is sized by the ids: the largest is (masklets + 1) x feature cells.
+    assert 0 < longest[0] <= (len(ids) + 1) * 3 * 4
+    monkeypatch.undo()
+
+    reference = masked_average_pool(features, compact, "bilinear")
+    assert pooled.ids.tolist() == ids and torch.equal(pooled.area, reference.area)
+    assert torch.equal(pooled.vectors, reference.vectors)
+    compact_codes, compact_frame, compact_ids = split_by_frame(compact)
+    assert torch.equal(codes, compact_codes) and torch.equal(frame, compact_frame)
+    assert split_ids.tolist() == [ids[i - 1] for i in compact_ids.tolist()]
+
+
+def test_distinct_dense_and_sparse_paths_agree_with_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = torch.randint(0, 50, (3, 7, 9), generator=torch.Generator().manual_seed(6))
+
+    def check(keys: torch.Tensor) -> None:
+        values, index, counts = pooling._distinct(keys)
+        expected = sorted(set(keys.flatten().tolist()))
+        assert values.tolist() == expected
+        assert torch.equal(values[index], keys)
+        assert counts.tolist() == [int((keys == v).sum()) for v in expected]
+
+    check(keys)  # dense: bincount + look-up table
+    monkeypatch.setattr(pooling, "_DENSE_SPAN", 0)
+    keys[1, 2, 3] = 10_000  # longer than the map: torch.unique
+    check(keys)
+    check(keys[:0])  # empty
 
 
 def test_masklet_smaller_than_a_feature_cell_gets_its_own_vector() -> None:
