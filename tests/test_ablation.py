@@ -139,6 +139,9 @@ def test_cli_sources_mode_writes_table_json_png(synthetic_root, tmp_path):
     assert "| oracle | sim_strong |" in (tmp_path / "out" / "ablation.md").read_text()
 
 
+# slow: the window sweep with the tiny SAM2 model (about a minute); the CLI itself is covered by
+# test_cli_sources_mode_writes_table_json_png and SAM2 masklet caching by test_masklet_cache.py
+@pytest.mark.slow
 def test_cli_window_ablation_tiny_sam2(synthetic_root, tmp_path):
     """configs/ablation/window_synthetic.yaml with the tiny random SAM2, two windows, one video."""
     rows = main([

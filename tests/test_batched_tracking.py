@@ -9,7 +9,7 @@ import torch
 
 from vssam2.masklets.batched_tracking import track_frame_batched
 from vssam2.masklets.proposals import ProposalParams
-from vssam2.masklets.sam2_model import TINY_TEST_CONFIG, load_sam2_video_predictor
+from vssam2.masklets.sam2_model import TINY_TEST_CONFIG
 from vssam2.masklets.sam2_video import SAM2VideoSource
 from vssam2.masklets.video_memory import add_mask_prompt, append_frames, init_state_from_frames, track_frame
 from vssam2.synthetic import SyntheticConfig, generate_video
@@ -35,11 +35,8 @@ def frames() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    torch.manual_seed(0)
-    model = load_sam2_video_predictor(TINY_TEST_CONFIG, None)
-    _objects_always_present(model)
-    return model
+def predictor(tiny_video_predictor):
+    return tiny_video_predictor
 
 
 def _prompts(num_objects: int) -> list[torch.Tensor]:

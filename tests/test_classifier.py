@@ -5,8 +5,6 @@ augmentation, resume from a checkpoint, wrong-encoder checkpoints, and 2-process
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from vssam2.features import compute_feature_cache, open_feature_cache
 from vssam2.masklets.compute import compute_cache
 from vssam2.masklets.oracle import OracleSource
 from vssam2.refine import masklet_targets
+from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "train" / "isam2_tiny_synthetic.yaml"
@@ -175,8 +174,7 @@ def test_ddp_fit_two_processes(synthetic_root: Path, caches: dict[str, Path], tm
     args = train_args(
         synthetic_root, caches, tmp_path, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "2"
     )
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_command(str(REPO / "train.py"), *args, timeout=400)
     results = json.loads((tmp_path / "isam2_synthetic" / "version_0" / "results.json").read_text())
     assert results["videos"] == 3  # every val video scored exactly once across the two ranks
     assert results["methods"]["I-SAM2"]["mIoU"] > 0

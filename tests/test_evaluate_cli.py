@@ -4,8 +4,6 @@ W&B offline files, and 2-process DDP giving the same numbers as 1 process."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from PIL import Image
 from metric_reference import ref_boundary_iou_image, ref_iou, ref_video_consistency
 from evaluate import main as evaluate_main
 from vssam2.labels import raw_to_eval
+from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "evaluate" / "synthetic.yaml"
@@ -103,8 +102,7 @@ def test_ddp_two_processes_equal_one(synthetic_root: Path, tmp_path: Path):
     def run(out: Path, devices: int) -> dict:
         args = eval_args(synthetic_root, out, "--trainer.devices", str(devices), "--trainer.strategy",
                          "ddp" if devices > 1 else "auto", "--run.wandb", "disabled", "--data.load_frames", "false")
-        proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        run_command(str(REPO / "evaluate.py"), *args)
         return json.loads((out / "synthetic_eval" / "version_0" / "results.json").read_text())
 
     one = run(tmp_path / "one", 1)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from vssam2.masklets.cache import (
 )
 from vssam2.masklets.compute import compute_cache
 from vssam2.synthetic import SyntheticConfig, write_vspw
+from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_LEN = 7  # 18–20 frames → three chunks per video, the last one short
@@ -377,15 +376,7 @@ def test_cli_main_end_to_end(data_root, tmp_path, capsys):
 def test_cli_module_entry_point_under_rank_environment(data_root, tmp_path):
     config = write_cli_config(tmp_path / "masklets.yaml", data_root, tmp_path / "cache", SUPERPIXEL)
     env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "vssam2.masklets", "--config", str(config)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_command("-m", "vssam2.masklets", "--config", str(config), env=env, timeout=120)
     assert "[rank 1/2]" in result.stdout and "1 videos computed" in result.stdout
     (folder,) = (tmp_path / "cache").iterdir()
     assert len(open_cache(folder).videos()) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import socket
 
@@ -73,6 +75,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# slow: evaluate.py's 2-process equality test (test_evaluate_cli.py) covers it end to end
+@pytest.mark.slow
 def test_two_processes_equal_one_exactly():
     single = score(make_videos(), [0, 1, 2])
     ranks = run_two_processes([[0, 2], [1]])

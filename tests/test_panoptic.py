@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from vssam2.panoptic import (
     png_candidates,
     rgb2id,
 )
+from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -538,12 +537,8 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture):
     (tmp_path / "pano" / "v").mkdir(parents=True)
     Image.fromarray(PANOMASK).save(tmp_path / "pano" / "v" / "00000.png")
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        [sys.executable, "-m", "vssam2.panoptic", "panomask", "--input", str(tmp_path / "pano"),
-         "--output", str(tmp_path / "out_pano")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_command("-m", "vssam2.panoptic", "panomask", "--input", str(tmp_path / "pano"),
+                         "--output", str(tmp_path / "out_pano"), env=env, timeout=60)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
         "videos": 1, "frames": 1, "written": 1, "skipped": 0, "merged_duplicates": 0
     }

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from vssam2.masklets.proposals import ProposalParams, Proposals
-from vssam2.masklets.sam2_model import TINY_TEST_CONFIG, load_sam2_video_predictor
+from vssam2.masklets.sam2_model import TINY_TEST_CONFIG
 from vssam2.masklets.sam2_video import SAM2FrameSource, SAM2VideoSource, stitch_ids
 from vssam2.masklets.stock_proposer import StockProposer, preprocess_frame
 from vssam2.masklets.video_memory import (
@@ -41,11 +41,8 @@ def frames() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def predictor():
-    torch.manual_seed(0)
-    model = load_sam2_video_predictor(TINY_TEST_CONFIG, None)
-    _objects_always_present(model)
-    return model
+def predictor(tiny_video_predictor):
+    return tiny_video_predictor
 
 
 class KeyframeRecorder(SAM2VideoSource):
