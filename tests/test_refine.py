@@ -131,6 +131,7 @@ def test_torch_kernels_equal_host_kernels(monkeypatch, maps):
             seg = seg * 10_000
     host = majority_vote(t(seg), t(base), 6, min_share=0.3, return_votes=True)
     monkeypatch.setattr(refine, "host_kernels", lambda x: False)
+    monkeypatch.setattr(refine, "compiled_kernels", lambda x: False)
     on_torch = majority_vote(t(seg), t(base), 6, min_share=0.3, return_votes=True)
     assert torch.equal(on_torch[0], host[0])
     for field in ("ids", "winner", "share", "area", "applied"):

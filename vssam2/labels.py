@@ -72,7 +72,8 @@ def out_of_range_ids(ids: np.ndarray, max_id: int, also: int = IGNORE_INDEX, lim
     """Values of ``ids`` outside 0…max_id that are not ``also``: [] when there are none.
 
     One compiled counting pass for uint8 maps (the common case: no temporaries); the general
-    numpy test otherwise and to list the offending values.
+    numpy test otherwise (also when the compiled kernels are missing) and to list the
+    offending values.
 
     Args:
         ids: integer array of any shape.
@@ -82,7 +83,7 @@ def out_of_range_ids(ids: np.ndarray, max_id: int, also: int = IGNORE_INDEX, lim
     """
     if ids.size == 0:
         return []
-    if ids.dtype == np.uint8 and 0 <= also <= 255:
+    if label_kernels.AVAILABLE and ids.dtype == np.uint8 and 0 <= also <= 255:
         if max_id >= 255 or label_kernels.count_out_of_range(np.ascontiguousarray(ids), max(max_id + 1, 0), also) == 0:
             return []
     bad = (ids < 0) | ((ids > max_id) & (ids != also))

@@ -6,7 +6,8 @@ the frames passed in (a chunk, or a whole window), with one histogram for all ma
 pixel's (masklet, base id) pair is one code, row·256 + base id, so one pass counts the votes
 of every masklet; a second pass paints each masklet's winner (or keeps the base). On the CPU
 both passes are compiled kernels (:mod:`vssam2.label_kernels`) that handle a block of pixels
-of one masklet at once; elsewhere they are a torch bincount and a gather.
+of one masklet at once; elsewhere, and on a CPU without the compiled kernels, they are a torch
+bincount and a gather (same votes, same map).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from vssam2 import label_kernels
-from vssam2.host_kernels import host_kernels
+from vssam2.host_kernels import compiled_kernels, host_kernels
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import check_label_range, label_range_error
 from vssam2.parallel import map_slices
@@ -116,7 +117,7 @@ class _Votes:
 
 def _on_host_kernels(rows: torch.Tensor, base: torch.Tensor) -> bool:
     """Whether the compiled label-map kernels count and paint these (int32 rows, uint8 base)."""
-    return host_kernels(rows) and rows.dtype == torch.int32 and base.dtype == torch.uint8
+    return compiled_kernels(rows) and rows.dtype == torch.int32 and base.dtype == torch.uint8
 
 
 def _vote_histogram(segments: torch.Tensor, base: torch.Tensor, num_classes: int, ignore_index: int) -> _Votes:
@@ -143,7 +144,8 @@ def _vote_histogram(segments: torch.Tensor, base: torch.Tensor, num_classes: int
         seg = seg if seg.dtype == torch.int32 else seg.to(torch.int32)
         max_id = _max_id(seg)
     flat_base = base.reshape(-1)
-    # Every id is below 256 by now: the host kernels take bytes, torch's code ORs int32.
+    # Every id is below 256 by now: the host kernels take bytes (torch's code ORs them into the
+    # int32 rows as well, when the compiled kernels are missing), torch's code elsewhere int32.
     wanted = torch.uint8 if host_kernels(seg) else torch.int32
     flat_base = flat_base if flat_base.dtype in (torch.uint8, wanted) else flat_base.to(wanted)
 

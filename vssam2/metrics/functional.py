@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from vssam2 import label_kernels
-from vssam2.host_kernels import host_kernels
+from vssam2.host_kernels import compiled_kernels, host_kernels
 from vssam2.labels import IGNORE_INDEX, out_of_range_ids
 from vssam2.parallel import run_all
 
@@ -143,8 +143,9 @@ def confusion_matrix(
     if max(num_classes, ignore_index) < 256 and target.dtype == preds.dtype == torch.uint8:
         # One joint histogram of (target, pred) byte pairs over all pixels: no boolean gather,
         # no int64 temporaries. Row ignore_index (ignored GT) is dropped; column ignore_index
-        # becomes the "no prediction" column.
-        if host_kernels(target):
+        # becomes the "no prediction" column. Without the compiled kernels, the torch bincount
+        # counts the same pairs.
+        if compiled_kernels(target):
             joint = _joint_byte_histogram(target.numpy(), preds.numpy())
         else:
             code = (target.to(torch.int32) << 8) | preds.to(torch.int32)
@@ -276,7 +277,7 @@ def boundary_band(target: torch.Tensor, width: int = 5, ignore_index: int = IGNO
     """
     if width < 1:
         raise ValueError(f"boundary width must be >= 1, got {width}")
-    if host_kernels(target) and target.dtype == torch.uint8:
+    if compiled_kernels(target) and target.dtype == torch.uint8:
         band = torch.empty(target.shape, dtype=torch.uint8)
         _host_boundary_band(target, target, width, ignore_index, band.numpy())
         return band.view(torch.bool)
@@ -293,7 +294,7 @@ def boundary_agreement(
     Returns:
         (band, agree): (N,) int64 each.
     """
-    if host_kernels(target) and target.dtype == preds.dtype == torch.uint8:
+    if compiled_kernels(target) and target.dtype == preds.dtype == torch.uint8:
         sizes, agree = _host_boundary_band(target, preds, width, ignore_index).unbind(1)
         return sizes, agree
     band = boundary_band(target, width, ignore_index)  # (N, H, W) bool
@@ -376,7 +377,8 @@ class StableRuns:
         """
         cap = self.longest - 1
         frames = target.shape[0]
-        if host_kernels(target) and target.dtype == preds.dtype == self.target.dtype == self.preds.dtype == torch.uint8:
+        maps = (target, preds, self.target, self.preds)
+        if compiled_kernels(target) and all(x.dtype == torch.uint8 for x in maps):
             # One compiled pass over the chunk: a block of the state goes through every frame
             # while in cache, counted against every n on the way.
             counts = np.empty((frames, len(lengths), 2), dtype=np.int64)
