@@ -73,6 +73,7 @@ from torchvision.ops.boxes import batched_nms
 
 from vssam2.host_kernels import host_kernels
 from vssam2.masklets.proposals import ProposalParams, Proposals
+from vssam2.masklets.sam2_private import check_sam2_private_api
 
 __all__ = ["FastMaskDecoder", "FastProposer", "point_grid"]
 
@@ -350,6 +351,7 @@ class FastProposer:
         lowres_stability: bool = False,
         upscale_chunk: int = 4,
     ) -> None:
+        check_sam2_private_api()
         self.model = model
         self.params = params if params is not None else ProposalParams()
         self.bf16 = bf16

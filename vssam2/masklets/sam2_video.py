@@ -211,7 +211,9 @@ class SAM2VideoSource(MaskletSource):
         """The SAM2 video predictor, built on first use."""
         if self._predictor is None:
             from vssam2.masklets.sam2_model import load_sam2_video_predictor
+            from vssam2.masklets.sam2_private import check_sam2_private_api
 
+            check_sam2_private_api()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)  # random-weight models (checkpoint None) are reproducible
                 self._predictor = load_sam2_video_predictor(

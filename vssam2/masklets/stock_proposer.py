@@ -28,6 +28,7 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from vssam2.masklets.proposals import ProposalParams, Proposals
 from vssam2.masklets.sam2_model import backbone_feature_sizes
+from vssam2.masklets.sam2_private import check_sam2_private_api
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -102,6 +103,7 @@ class StockProposer:
     name = "stock"
 
     def __init__(self, model_or_predictor: SAM2Base | SAM2ImagePredictor, params: ProposalParams | None = None) -> None:
+        check_sam2_private_api()
         model = model_or_predictor.model if isinstance(model_or_predictor, SAM2ImagePredictor) else model_or_predictor
         if not isinstance(model, SAM2Base):
             raise TypeError(f"StockProposer needs a SAM2 model or SAM2ImagePredictor, got {type(model_or_predictor).__name__}")
