@@ -3,7 +3,7 @@
 Written the way the public VSPW / CFFM / MRCFA / TV3S evaluation scripts score a
 ``result_submission`` folder, with the definitions pinned in docs/metrics.md:
 
-- **mIoU / FWIoU** (the scripts' ``Evaluator``): a Python loop over frames, each reading the GT
+- **mIoU / WIoU** (the scripts' ``Evaluator``): a Python loop over frames, each reading the GT
   PNG (remapped raw→eval like the scripts' ``map_category_id``) and the prediction PNG and
   accumulating ``np.bincount(n * gt[valid] + pred[valid])``. One change to the scripts: a
   prediction of 255 ("no prediction") goes to an extra last column, so it is a false negative
@@ -21,7 +21,7 @@ Written the way the public VSPW / CFFM / MRCFA / TV3S evaluation scripts score a
 The scripts read the data once per script run and once more per clip length in
 ``VC_perclip.py`` (frames are read into lists per video, then the window loop compares the
 in-memory lists); :func:`score_from_disk` reproduces exactly those reads: one pass for
-mIoU/FWIoU/mBIoU together (being generous: the mBIoU is not in the public scripts and would be
+mIoU/WIoU/mBIoU together (being generous: the mBIoU is not in the public scripts and would be
 one more pass), then one pass per clip length. :func:`score_in_memory` runs the same numpy
 code on arrays already in memory (compute only).
 
@@ -83,7 +83,7 @@ class ReadTimer:
         return pred
 
 
-# ----------------------------------------------------------------------------- mIoU / FWIoU
+# ----------------------------------------------------------------------------- mIoU / WIoU
 
 
 class Evaluator:

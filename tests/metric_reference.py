@@ -13,7 +13,7 @@ IGNORE = 255
 
 
 def ref_iou(preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int) -> tuple[float, float, np.ndarray]:
-    """mIoU, FWIoU and per-class IoU, one pass over classes per image."""
+    """mIoU, WIoU and per-class IoU, one pass over classes per image."""
     tp = np.zeros(num_classes)
     fp = np.zeros(num_classes)
     fn = np.zeros(num_classes)

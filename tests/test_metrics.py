@@ -60,7 +60,7 @@ def test_iou_hand_case():
     assert out["per_class_iou"][1].item() == pytest.approx(1 / 2)
     assert math.isnan(out["per_class_iou"][2].item())
     assert out["mIoU"].item() == pytest.approx((2 / 3 + 1 / 2) / 2)
-    assert out["FWIoU"].item() == pytest.approx(3 / 4 * 2 / 3 + 1 / 4 * 1 / 2)
+    assert out["WIoU"].item() == pytest.approx(3 / 4 * 2 / 3 + 1 / 4 * 1 / 2)
 
 
 def test_no_prediction_is_wrong_but_no_false_positive():
@@ -84,7 +84,7 @@ def test_iou_matches_reference_on_random_data(seed):
     out = m.compute()
     miou, fwiou, iou = ref_iou(list(preds), list(gts), 7)
     assert out["mIoU"].item() == pytest.approx(miou, abs=1e-12)
-    assert out["FWIoU"].item() == pytest.approx(fwiou, abs=1e-12)
+    assert out["WIoU"].item() == pytest.approx(fwiou, abs=1e-12)
     np.testing.assert_allclose(out["per_class_iou"].numpy(), iou, atol=1e-12)
 
 
@@ -140,16 +140,17 @@ def test_boundary_band_matches_iterated_erosion(width, seed):
 
 @pytest.mark.parametrize("width", [1, 3, 5])
 @pytest.mark.parametrize("shape", [(2, 29, 37), (1, 3, 4), (2, 12, 1)])
-def test_boundary_band_opencv_path_equals_torch_path(width, shape):
-    """uint8 on the CPU goes through OpenCV's morphology; other dtypes through the torch path."""
+def test_boundary_band_compiled_path_equals_torch_path(width, shape):
+    """uint8 on the CPU goes through the compiled bit-parallel band (when built); other dtypes
+    through the torch path."""
     rng = np.random.default_rng(width)
     gts = rng.integers(0, 4, size=shape).astype(np.uint8)
     gts[rng.random(shape) < 0.1] = IGNORE
-    opencv = boundary_band(t(gts), width)
+    compiled = boundary_band(t(gts), width)
     torch_path = boundary_band(torch.from_numpy(gts).long(), width)
-    assert torch.equal(opencv, torch_path)
+    assert torch.equal(compiled, torch_path)
     for k in range(shape[0]):
-        np.testing.assert_array_equal(opencv[k].numpy(), ref_boundary_band(gts[k], width))
+        np.testing.assert_array_equal(compiled[k].numpy(), ref_boundary_band(gts[k], width))
 
 
 @pytest.mark.parametrize("mode", ["image", "class"])
@@ -375,7 +376,7 @@ def test_confusion_matrix_fast_uint8_path_equals_general_path():
 @pytest.mark.parametrize("windows", ["scripts", "paper"])
 def test_torch_kernels_equal_host_kernels(monkeypatch, windows):
     """The torch code that scores CUDA tensors, run here on CPU tensors, gives the numbers of the
-    numpy / OpenCV kernels, chunk by chunk (confusion matrix, band, run-length state)."""
+    host kernels (compiled and numpy), chunk by chunk (confusion matrix, band, run-length state)."""
     import vssam2.metrics.functional as functional
 
     rng = np.random.default_rng(3)

@@ -225,7 +225,7 @@ class MaskletClassifier(PredictionReplay):
             self.log("val/loss", self.val_loss.compute())
             self.log("val/masklet_acc", self.val_acc.compute() * 100)
             self.log("val/mIoU", scores["mIoU"].float() * 100, prog_bar=True)
-            self.log("val/WIoU", scores["FWIoU"].float() * 100)
+            self.log("val/WIoU", scores["WIoU"].float() * 100)
             for metric in (self.val_loss, self.val_acc, self.val_iou):
                 metric.reset()
             self.report = None

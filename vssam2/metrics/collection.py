@@ -67,7 +67,7 @@ class VSSMetrics(nn.Module):
     def compute(self) -> dict[str, torch.Tensor]:
         """Returns ``{"mIoU", "WIoU", "mBIoU", "mVC8", "mVC16", "per_class_iou"}`` (fractions)."""
         iou = self.iou.compute()
-        results = {"mIoU": iou["mIoU"], "WIoU": iou["FWIoU"], "mBIoU": self.boundary.compute()}
+        results = {"mIoU": iou["mIoU"], "WIoU": iou["WIoU"], "mBIoU": self.boundary.compute()}
         if self.consistency is not None:
             for n, value in self.consistency.compute().items():
                 results[f"mVC{n}"] = value

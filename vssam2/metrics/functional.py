@@ -1,6 +1,6 @@
 """Pure functional core of the VSS metrics (no state, no distributed logic).
 
-Definitions are pinned in DESIGN.md ("Metric definitions"); the Metric classes in this package
+Definitions are pinned in docs/metrics.md; the Metric classes in this package
 only accumulate what these functions return. Label maps are evaluation ids: 0…C−1 are
 classes, 255 is "ignore" in the ground truth and "no prediction" in a prediction.
 """
@@ -207,8 +207,8 @@ def mean_iou(confmat: torch.Tensor) -> torch.Tensor:
     return torch.nanmean(iou_from_confusion(confmat))
 
 
-def frequency_weighted_iou(confmat: torch.Tensor) -> torch.Tensor:
-    """FWIoU = Σ_c freq_c · IoU_c, freq_c = GT pixels of c / all valid GT pixels (NaN if none)."""
+def weighted_iou(confmat: torch.Tensor) -> torch.Tensor:
+    """WIoU (frequency-weighted IoU) = Σ_c freq_c · IoU_c, freq_c = GT pixels of c / all valid GT pixels (NaN if none)."""
     iou = iou_from_confusion(confmat)
     gt_pixels = confmat.double().sum(dim=1)
     total = gt_pixels.sum()

@@ -9,14 +9,14 @@ from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import (
     check_pair,
     confusion_matrix,
-    frequency_weighted_iou,
+    weighted_iou,
     iou_from_confusion,
     mean_iou,
 )
 
 
 class SemanticIoU(Metric):
-    """mIoU, FWIoU and per-class IoU over one confusion matrix for the whole dataset.
+    """mIoU, WIoU and per-class IoU over one confusion matrix for the whole dataset.
 
     Pixels whose target is ``ignore_index`` are skipped; a prediction of ``ignore_index`` is
     wrong on every valid pixel and a false positive of no class. mIoU averages the classes
@@ -62,9 +62,9 @@ class SemanticIoU(Metric):
         self.confmat += confusion_matrix(preds, target, self.num_classes, self.ignore_index).to(self.confmat.device)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Returns ``{"mIoU", "FWIoU", "per_class_iou" (C,) with NaN for absent classes}``."""
+        """Returns ``{"mIoU", "WIoU", "per_class_iou" (C,) with NaN for absent classes}``."""
         return {
             "mIoU": mean_iou(self.confmat),
-            "FWIoU": frequency_weighted_iou(self.confmat),
+            "WIoU": weighted_iou(self.confmat),
             "per_class_iou": iou_from_confusion(self.confmat),
         }
