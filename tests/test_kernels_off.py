@@ -276,3 +276,22 @@ if __name__ == "__main__":
             }
         )
     )
+
+
+def test_kernels_are_built_where_a_compiler_is():
+    """The build is optional, so a broken _label_kernels.c would only slow the suite down: where
+    a C compiler and the Python headers are present (CI, the developers' machines), the
+    extension must have been built unless it was switched off on purpose."""
+    import shutil
+    import sysconfig
+
+    if os.environ.get("VSSAM2_NO_KERNELS") == "1":
+        pytest.skip("kernels switched off with VSSAM2_NO_KERNELS=1")
+    compiler = shutil.which(os.environ.get("CC", "") or "cc") or shutil.which("gcc")
+    headers = Path(sysconfig.get_paths()["include"], "Python.h").is_file()
+    if compiler is None or not headers:
+        pytest.skip("no C compiler or Python headers here: the kernels are optional")
+    assert label_kernels.AVAILABLE, (
+        f"a C compiler ({compiler}) and the Python headers are present but vssam2._label_kernels is not "
+        "built: run `pip install -e .` (or `python setup.py build_ext --inplace`) and read the compiler's errors"
+    )

@@ -174,3 +174,24 @@ def test_video_predictor_builds(tiny_ckpt: tuple[Path, dict[str, torch.Tensor]])
     assert not predictor.training
     loaded = predictor.state_dict()
     assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_missing_cuda_extension_is_said_once_and_sam2_warning_silenced(capsys, monkeypatch):
+    """Without sam2._C the user is told once what it means; sam2's own per-frame warning is gone."""
+    import importlib.util
+    import warnings
+
+    from sam2.utils.misc import fill_holes_in_mask_scores
+
+    from vssam2.masklets import sam2_model
+
+    if importlib.util.find_spec("sam2._C") is not None:
+        pytest.skip("sam2's CUDA extension is built here")
+    monkeypatch.setattr(sam2_model, "_EXTENSION_NOTED", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sam2_model._note_missing_cuda_extension()
+        sam2_model._note_missing_cuda_extension()
+        fill_holes_in_mask_scores(torch.zeros(1, 1, 8, 8), 4)
+    assert capsys.readouterr().err.count("sam2's optional CUDA extension (sam2._C) is not built") == 1
+    assert not [w for w in caught if "_C" in str(w.message)]

@@ -49,6 +49,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
+from vssam2.console import quiet_dependency_chatter  # noqa: E402
 from vssam2.masklets.base import MaskletSource  # noqa: E402
 from vssam2.masklets.cache import cache_key  # noqa: E402
 from vssam2.masklets.compute import compute_cache  # noqa: E402
@@ -436,6 +437,7 @@ def build_parser():
 
 def main(args: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Parses ``args`` (default ``sys.argv[1:]``), runs the ablation, prints the table."""
+    quiet_dependency_chatter()
     parser = build_parser()
     config = parser.parse_args(list(args) if args is not None else sys.argv[1:])
     if config.parameter == SOURCE_PARAMETER:

@@ -1,11 +1,11 @@
 """What the console shows: results, progress and warnings a user can act on, not dependency chatter.
 
-The entry points call :func:`quiet_dependency_chatter` once. It drops, and only drops:
+The entry points (``train.py``, ``evaluate.py`` and every ``python -m vssam2.*`` command) call :func:`quiet_dependency_chatter` once. It drops, and only drops:
 
 - Lightning's product tips ("💡 Tip: ... litlogger / litmodels") and its "TPU available" /
   "HPU available" lines (the "GPU available, used" line stays: it says where the run ran);
 - deprecation warnings that dependencies raise about each other (Lightning's use of torch's
-  ``LeafSpec``), which no vssam2 user can act on;
+  ``LeafSpec``, sam2's use of ``torch.jit.script``), which no vssam2 user can act on;
 - Lightning's warning that an ``IterableDataset`` with ``__len__`` may be miscounted with
   several workers: our chunk streams split videos whole between workers and ``__len__`` is
   the exact total.
@@ -35,4 +35,5 @@ def quiet_dependency_chatter() -> None:
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")

@@ -22,10 +22,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
 
+from vssam2.console import quiet_dependency_chatter  # noqa: E402
 from vssam2.datasets import VideoSplits  # noqa: E402
+from vssam2.datasets.streaming import rank_from_env  # noqa: E402
 from vssam2.encoders import FrozenEncoder  # noqa: E402
 from vssam2.features.compute import FeatureRunSummary, compute_feature_cache  # noqa: E402
-from vssam2.datasets.streaming import rank_from_env  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
@@ -49,6 +50,7 @@ def build_parser() -> ArgumentParser:
 
 def main(args: Sequence[str] | None = None) -> list[FeatureRunSummary]:
     """Parses ``args`` (default ``sys.argv[1:]``), computes this rank's share of each split."""
+    quiet_dependency_chatter()
     parser = build_parser()
     config: Namespace = parser.parse_args(list(args) if args is not None else sys.argv[1:])
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49

@@ -34,9 +34,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E402
 
+from vssam2.console import quiet_dependency_chatter  # noqa: E402
 from vssam2.datasets import VideoSplits  # noqa: E402
-from vssam2.masklets.base import MaskletSource  # noqa: E402
 from vssam2.datasets.streaming import rank_from_env  # noqa: E402
+from vssam2.masklets.base import MaskletSource  # noqa: E402
 from vssam2.masklets.compute import CacheRunSummary, compute_cache  # noqa: E402
 
 
@@ -71,6 +72,7 @@ def _select_device() -> None:
 
 def main(args: Sequence[str] | None = None) -> CacheRunSummary:
     """Parses ``args`` (default ``sys.argv[1:]``), computes this rank's share, prints a summary."""
+    quiet_dependency_chatter()
     parser = build_parser()
     config: Namespace = parser.parse_args(list(args) if args is not None else sys.argv[1:])
     _select_device()

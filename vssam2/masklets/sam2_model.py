@@ -29,7 +29,10 @@ YAML file of its own because sam2 resolves config names only inside the ``sam2``
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,6 +40,7 @@ import torch
 from sam2.modeling.sam2_base import SAM2Base
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 from sam2.sam2_video_predictor import SAM2VideoPredictor
+from tqdm import tqdm
 
 _URL_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/"
 _URL_SAM21 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
@@ -305,6 +309,31 @@ def _load_state(
     model.load_state_dict(state, strict=True)
 
 
+_EXTENSION_NOTED = False
+
+
+def _note_missing_cuda_extension() -> None:
+    """Says once per process that sam2's optional CUDA extension is not built, and silences
+    sam2's own warning, which repeats it at every propagated frame.
+
+    In sam2 1.1.0 the extension (``sam2._C``) holds one kernel: the connected components
+    behind ``fill_holes_in_mask_scores``, which fills holes of at most ``fill_hole_area``
+    pixels in propagated masks. Without it sam2 skips that step and nothing else changes.
+    """
+    global _EXTENSION_NOTED
+    if _EXTENSION_NOTED or importlib.util.find_spec("sam2._C") is not None:
+        return
+    _EXTENSION_NOTED = True
+    warnings.filterwarnings("ignore", message=r"cannot import name '_C' from 'sam2'", category=UserWarning)
+    # tqdm.write keeps the progress bars of a running cache computation intact.
+    tqdm.write(
+        "note: sam2's optional CUDA extension (sam2._C) is not built, and nothing here needs it: "
+        "sam2 only skips filling small holes in propagated masks (fill_hole_area), as on every "
+        "CPU-only install. To have it, reinstall sam2 with CUDA present and SAM2_BUILD_CUDA=1.",
+        file=sys.stderr,
+    )
+
+
 def _build(
     builder_name: str,
     config: str,
@@ -318,6 +347,7 @@ def _build(
     """Shared implementation of :func:`load_sam2` and :func:`load_sam2_video_predictor`."""
     from sam2 import build_sam
 
+    _note_missing_cuda_extension()
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
     if image_size is not None and (image_size <= 0 or image_size % 32):
