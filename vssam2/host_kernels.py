@@ -14,8 +14,9 @@ def host_kernels(x: torch.Tensor) -> bool:
 
     On the CPU, numpy's and OpenCV's byte and float32 compare / reduce kernels (and the
     project's compiled label-map kernels, see :func:`compiled_kernels`) are SIMD,
-    single-threaded and release the GIL; torch's are 3–10× slower on this kind of machine and
-    spread each op over OpenMP threads that then spin against work running side by side.
+    single-threaded and release the GIL; torch's are several times slower on the machines of
+    benchmarks/README.md and spread each op over OpenMP threads that then spin against work
+    running side by side.
     Elsewhere (CUDA) the torch code runs; the tests run it on the CPU by patching this function
     (and :func:`compiled_kernels`) where it is used (``vssam2.metrics.functional``,
     ``vssam2.refine``, ``vssam2.masklets.fast_proposer``).

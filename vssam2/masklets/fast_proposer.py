@@ -79,9 +79,8 @@ __all__ = ["FastMaskDecoder", "FastProposer", "point_grid"]
 
 
 # Full-resolution logits held at once, in pixels: 8 × 480 × 853 float32 ≈ 13 MB stays in the
-# last-level cache across the upsampling, stability, box and threshold passes (measured on 2
-# cores at 1024: 1.8 ms per 480p candidate in batches of 8 vs 2.2 ms in batches of 32), while
-# small frames still go in large batches (per-op overhead).
+# last-level cache across the upsampling, stability, box and threshold passes, while small
+# frames still go in large batches (per-op overhead); benchmarks/README.md has the measurement.
 UPSAMPLE_PIXELS: int = 8 * 480 * 853
 
 
@@ -225,8 +224,8 @@ class FastMaskDecoder:
             m = torch.einsum("hdc,bthd->bcht", wq, kt).reshape(b, -1, nh * t)
             c0 = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(nh, d), kt).reshape(b, 1, nh * t)
             scores = torch.baddbmm(c0, kp, m)
-        # softmax over each head's T tokens (hand-written: ~2.5x faster than .softmax on a
-        # last dim of 8 on CPU)
+        # softmax over each head's T tokens, hand-written: torch's .softmax is slow on a last
+        # dim this short on the CPU
         s4 = scores.view(b, -1, nh, t)
         e = (s4 - s4.amax(dim=-1, keepdim=True)).exp_()
         probs = e.div_(e.sum(dim=-1, keepdim=True)).view(b, -1, nh * t)
@@ -564,8 +563,8 @@ def _upsample_into(
 class _Scratch:
     """A host bool buffer reused by the full-resolution compares of one frame.
 
-    Every fresh byte costs its page fault here (≈ 0.6 ns/byte, 3–4× the compare itself), so
-    the compares write into one buffer and only what is kept is copied out, bit-packed.
+    A fresh byte costs a page fault, which costs more than the compare that writes it, so the
+    compares write into one buffer and only what is kept is copied out, bit-packed.
     """
 
     def __init__(self) -> None:
@@ -619,7 +618,7 @@ class _MaskStore:
             masks = torch.empty(packed.shape[0], *self.shape, dtype=torch.bool)
             bits = masks.numpy().reshape(packed.shape[0], -1).view(np.uint8)  # (K, HW), 0 / 1 are bools
             # Unpacked a few masks at a time through a small temporary into torch's memory: numpy's
-            # own large (hugepage-advised) output stalled for up to 1 s on page compaction here.
+            # own large (hugepage-advised) output can stall on the kernel's page compaction.
             for start in range(0, packed.shape[0], self.UNPACK_ROWS):
                 stop = start + self.UNPACK_ROWS
                 bits[start:stop] = np.unpackbits(packed[start:stop], axis=1, count=bits.shape[1])
@@ -630,7 +629,7 @@ class _MaskStore:
 def _above(logits: torch.Tensor, threshold: float, out: np.ndarray | None = None) -> torch.Tensor:
     """``logits > threshold`` as a bool tensor.
 
-    On the CPU through numpy, whose float32 compare is ≈ 3× torch's here (same result); with
+    On the CPU through numpy, whose float32 compare is faster than torch's (same result); with
     ``out`` (a bool array of the logits' shape, e.g. from :class:`_Scratch`) written there.
     """
     if host_kernels(logits):
@@ -642,7 +641,7 @@ def _stability_score(
     logits: torch.Tensor, threshold: float, offset: float, out: np.ndarray | None = None
 ) -> torch.Tensor:
     """sam2's ``calculate_stability_score`` (same int32 counts, same float32 ratio): on the CPU
-    the two compares and counts run in numpy, ≈ 2× faster here, in ``out`` when given (a bool
+    the two compares and counts run in numpy, faster than torch's, in ``out`` when given (a bool
     array of the logits' shape)."""
     if not host_kernels(logits):
         return calculate_stability_score(logits, threshold, offset)
@@ -662,7 +661,7 @@ def _mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     A row (column) holds a mask pixel iff its ``any`` is true, so the boxes come from two
     ``any`` reductions and the first / last true entry of each, instead of sam2's two
     index-returning reductions over the masks; on the CPU all of it in numpy, whose bool
-    reductions are ≈ 5× torch's here and whose small-array ops cost microseconds, not tens.
+    reductions are faster than torch's and whose small-array ops cost far less per call.
 
     Args:
         masks: (N, H, W) bool.

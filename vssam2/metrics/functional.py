@@ -41,8 +41,8 @@ def as_label_map(x: torch.Tensor, name: str) -> torch.Tensor:
 def not_equal(x: torch.Tensor, value: int) -> torch.Tensor:
     """``x != value`` as a bool tensor.
 
-    On CPU, torch compares a uint8 tensor with a Python scalar through a slow broadcast kernel
-    (≈ 10× numpy's time on a 16-frame 480p chunk), so CPU tensors go through their numpy view.
+    On CPU, torch compares a uint8 tensor with a Python scalar through a slow broadcast kernel,
+    so CPU tensors go through their numpy view.
     """
     if host_kernels(x):
         return torch.from_numpy(x.numpy() != value)
