@@ -27,9 +27,9 @@ from vssam2.heads import MLPHead
 from vssam2.metrics import SemanticIoU
 from vssam2.metrics.config import MetricConfig
 from vssam2.metrics.functional import confusion_from_histograms
-from vssam2.replay import PredictionReplay
-from vssam2.pooling import POOLING_MODES
+from vssam2.pooling import POOLING_MODES, PoolingMode
 from vssam2.refine import masklet_targets
+from vssam2.replay import PredictionReplay
 
 
 class MaskletClassifier(PredictionReplay):
@@ -71,7 +71,7 @@ class MaskletClassifier(PredictionReplay):
         base_method: str | None = None,
         hidden_dims: Sequence[int] = (256,),
         dropout: float = 0.1,
-        pooling: str = "bilinear",
+        pooling: PoolingMode = "bilinear",
         per_frame: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,

@@ -23,7 +23,6 @@ from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import check_label_range, label_range_error
 from vssam2.parallel import map_slices
 
-
 # Above this many (id, base id) histogram bins, sparse ids are compacted before voting.
 MAX_DIRECT_BINS: int = 1 << 25
 

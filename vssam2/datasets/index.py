@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vssam2.errors import DataError
 from vssam2.datasets.layout import PRED_SUFFIX, VSPW_LAYOUT, DatasetLayout
+from vssam2.errors import DataError
 
 # How many missing/extra files a message lists before summarising with a count.
 _MAX_LISTED = 3

@@ -13,12 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vssam2.labels import IGNORE_INDEX, out_of_range_ids
-from vssam2.parallel import run_all
-
-from vssam2.errors import DataError
 from vssam2.datasets.index import VideoEntry
 from vssam2.datasets.layout import DatasetLayout
+from vssam2.errors import DataError
+from vssam2.labels import IGNORE_INDEX, out_of_range_ids
+from vssam2.parallel import run_all
 
 # Size of an image as (height, width).
 Size = tuple[int, int]

@@ -27,8 +27,8 @@ import torch
 
 from vssam2.encoders.base import (
     FrozenEncoder,
-    checkpoint_sha256,
     check_size,
+    checkpoint_sha256,
     load_torch_file,
     seeded,
     state_dict_mismatch,

@@ -11,8 +11,8 @@ import torch
 from vssam2.encoders.base import (
     FrozenEncoder,
     as_channel_buffer,
-    checkpoint_sha256,
     check_size,
+    checkpoint_sha256,
     load_torch_file,
     seeded,
     state_dict_mismatch,

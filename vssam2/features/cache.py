@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from vssam2.errors import DataError
 from vssam2.atomic import atomic_write_bytes
+from vssam2.errors import DataError
 from vssam2.masklets.cache import cache_key, resolve_cache_dir
 
 CONFIG_FILE = "config.json"

@@ -21,6 +21,7 @@ from vssam2.datasets.streaming import VideoClipStream, rank_from_env
 from vssam2.errors import DataError
 from vssam2.features.cache import FeatureCache, feature_cache_config
 from vssam2.features.extract import encode_frames, extract_clip_masklets
+from vssam2.pooling import PoolingMode
 from vssam2.refine import masklet_targets
 
 
@@ -83,7 +84,7 @@ def compute_feature_cache(
     data: Any,
     split: str,
     feature_root: str | Path = "cache/features",
-    pooling: str = "bilinear",
+    pooling: PoolingMode = "bilinear",
     per_frame: bool = False,
     encoder_batch_size: int = 8,
     device: str | torch.device | None = None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
-from vssam2.pooling import masked_average_pool, split_by_frame
+from vssam2.pooling import PoolingMode, masked_average_pool, split_by_frame
 from vssam2.refine import class_histogram
 
 
@@ -48,7 +48,7 @@ def extract_clip_masklets(
     features: torch.Tensor,
     segments: torch.Tensor,
     gt: torch.Tensor | None = None,
-    pooling: str = "bilinear",
+    pooling: PoolingMode = "bilinear",
     per_frame: bool = False,
     num_classes: int = NUM_CLASSES,
     ignore_index: int = IGNORE_INDEX,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-ORDERS: tuple[str, ...] = ("area", "score", "given")
+PaintOrder = Literal["area", "score", "given"]
+ORDERS: tuple[PaintOrder, ...] = ("area", "score", "given")
 
 
-def paint_order(masks: torch.Tensor, scores: torch.Tensor | None = None, order: str = "area") -> torch.Tensor:
+def paint_order(masks: torch.Tensor, scores: torch.Tensor | None = None, order: PaintOrder = "area") -> torch.Tensor:
     """Order in which masks are painted; a later mask overwrites an earlier one where they overlap.
 
     Args:
@@ -38,7 +41,7 @@ def aggregate_masks(
     masks: torch.Tensor,
     ids: torch.Tensor,
     scores: torch.Tensor | None = None,
-    order: str = "area",
+    order: PaintOrder = "area",
     block: int = 32,
 ) -> torch.Tensor:
     """Paints overlapping masks into one segment map with a max over paint positions.

@@ -8,7 +8,6 @@ adjustments keep the whole pipeline exercised; they are never applied to real ch
 from __future__ import annotations
 
 import torch
-
 from sam2.modeling.sam2_base import SAM2Base
 
 

@@ -35,6 +35,7 @@ import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from sam2.modeling.sam2_base import SAM2Base
@@ -341,7 +342,7 @@ def _build(
     device: str | torch.device,
     image_size: int | None,
     overrides: Sequence[str],
-    mode: str,
+    mode: Literal["eval", "train"],
     apply_postprocessing: bool,
 ) -> SAM2Base:
     """Shared implementation of :func:`load_sam2` and :func:`load_sam2_video_predictor`."""
@@ -397,7 +398,7 @@ def load_sam2(
     device: str | torch.device = "cpu",
     image_size: int | None = None,
     overrides: Sequence[str] = (),
-    mode: str = "eval",
+    mode: Literal["eval", "train"] = "eval",
     apply_postprocessing: bool = True,
 ) -> SAM2Base:
     """Builds a SAM2 model (``SAM2Base``) from a config and a local checkpoint.
@@ -440,7 +441,7 @@ def load_sam2_video_predictor(
     device: str | torch.device = "cpu",
     image_size: int | None = None,
     overrides: Sequence[str] = (),
-    mode: str = "eval",
+    mode: Literal["eval", "train"] = "eval",
     apply_postprocessing: bool = True,
 ) -> SAM2VideoPredictor:
     """Builds a ``SAM2VideoPredictor`` (a ``SAM2Base`` subclass) like :func:`load_sam2`.

@@ -44,11 +44,11 @@ import hashlib
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from vssam2.masklets.aggregator import ORDERS, aggregate_masks
+from vssam2.masklets.aggregator import ORDERS, PaintOrder, aggregate_masks
 from vssam2.masklets.base import MaskletSource
 from vssam2.masklets.proposals import ProposalParams, Proposals
 from vssam2.masklets.stock_proposer import preprocess_frame
@@ -60,7 +60,8 @@ from vssam2.masklets.video_memory import (
     track_frame,
 )
 
-PROPOSERS: tuple[str, ...] = ("stock", "fast")
+ProposerKind = Literal["stock", "fast"]
+PROPOSERS: tuple[ProposerKind, ...] = ("stock", "fast")
 
 
 def stitch_ids(
@@ -168,10 +169,10 @@ class SAM2VideoSource(MaskletSource):
         overrides: list[str] | None = None,
         window: int = 32,
         proposal: ProposalParams | None = None,
-        proposer: str = "stock",
+        proposer: ProposerKind = "stock",
         stitch_iou: float = 0.5,
         stitch_propagate: bool = True,
-        order: str = "area",
+        order: PaintOrder = "area",
         max_objects: int | None = None,
         bf16: bool = False,
         batch_objects: bool = True,
@@ -382,9 +383,9 @@ class SAM2FrameSource(SAM2VideoSource):
         image_size: int | None = None,
         overrides: list[str] | None = None,
         proposal: ProposalParams | None = None,
-        proposer: str = "stock",
+        proposer: ProposerKind = "stock",
         stitch_iou: float = 0.5,
-        order: str = "area",
+        order: PaintOrder = "area",
         max_objects: int | None = None,
         bf16: bool = False,
     ) -> None:

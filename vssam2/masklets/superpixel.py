@@ -6,7 +6,7 @@ frame's ids that the superpixel and oracle sources share.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -15,7 +15,8 @@ from vssam2.masklets.base import MaskletSource
 
 __all__ = ["METHODS", "SuperpixelSource", "link_ids"]
 
-METHODS: tuple[str, ...] = ("slic", "felzenszwalb")
+SuperpixelMethod = Literal["slic", "felzenszwalb"]
+METHODS: tuple[SuperpixelMethod, ...] = ("slic", "felzenszwalb")
 
 # Above this many (previous id, new label) bins per pixel the joint histogram is taken with
 # np.unique over the pixels' pair codes instead of a dense bincount (bounded memory).
@@ -146,7 +147,7 @@ class SuperpixelSource(MaskletSource):
 
     def __init__(
         self,
-        method: str = "slic",
+        method: SuperpixelMethod = "slic",
         n_segments: int = 200,
         compactness: float = 10.0,
         scale: float = 100.0,

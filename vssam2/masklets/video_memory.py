@@ -18,7 +18,7 @@ propagation never reads them again), so memory stays bounded by the memory bank.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -27,10 +27,11 @@ from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from vssam2.masklets.stock_proposer import IMAGENET_MEAN, IMAGENET_STD, preprocess_frame
 
-RESIZES: tuple[str, ...] = ("bilinear", "pil")
+FrameResize = Literal["bilinear", "pil"]
+RESIZES: tuple[FrameResize, ...] = ("bilinear", "pil")
 
 
-def preprocess_video_frame(frame: torch.Tensor, image_size: int, resize: str = "bilinear", device: str | torch.device = "cpu") -> torch.Tensor:
+def preprocess_video_frame(frame: torch.Tensor, image_size: int, resize: FrameResize = "bilinear", device: str | torch.device = "cpu") -> torch.Tensor:
     """(H, W, 3) uint8 → (3, S, S) float32 normalised model input.
 
     ``resize="pil"`` reproduces ``sam2.utils.misc._load_img_as_tensor`` + normalisation
@@ -55,7 +56,7 @@ def init_state_from_frames(
     frames: torch.Tensor | Sequence[torch.Tensor] | None = None,
     video_height: int | None = None,
     video_width: int | None = None,
-    resize: str = "bilinear",
+    resize: FrameResize = "bilinear",
     num_frames: int | None = None,
     warm_up: bool = True,
 ) -> dict[str, Any]:

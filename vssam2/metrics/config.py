@@ -7,7 +7,7 @@ from typing import Any
 
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.boundary import BoundaryMode
-from vssam2.metrics.consistency import VCWindows
+from vssam2.metrics.functional import VCWindows
 
 
 @dataclass(frozen=True)

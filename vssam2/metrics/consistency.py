@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from torchmetrics import Metric
@@ -12,13 +12,13 @@ from torchmetrics import Metric
 from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import (
     StableRuns,
+    VCWindows,
     advance_stable_runs,
     check_pair,
     check_window_lengths,
     exact_mean,
 )
 
-VCWindows = Literal["scripts", "paper"]
 WINDOW_COUNTS: tuple[VCWindows, ...] = get_args(VCWindows)
 
 

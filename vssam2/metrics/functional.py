@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from vssam2 import label_kernels
 from vssam2.host_kernels import compiled_kernels, host_kernels
 from vssam2.labels import IGNORE_INDEX, out_of_range_ids
 from vssam2.parallel import run_all
+
+#: mVC window count: "scripts" (T − n windows per video) or "paper" (T − n + 1).
+VCWindows = Literal["scripts", "paper"]
 
 
 def as_label_map(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -473,7 +477,7 @@ def consistency_window_counts(
 
 
 def video_consistency_scores(
-    preds: torch.Tensor, target: torch.Tensor, n: int, windows: str = "scripts"
+    preds: torch.Tensor, target: torch.Tensor, n: int, windows: VCWindows = "scripts"
 ) -> torch.Tensor:
     """Per-window consistency scores of one whole video (Eq. 4).
 

@@ -9,9 +9,9 @@ from vssam2.labels import IGNORE_INDEX, NUM_CLASSES
 from vssam2.metrics.functional import (
     check_pair,
     confusion_matrix,
-    weighted_iou,
     iou_from_confusion,
     mean_iou,
+    weighted_iou,
 )
 
 
