@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_SILENT := true
 
-.PHONY: venv demo test test-slow benchmark clean
+.PHONY: venv demo test test-slow lint benchmark clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# ruff as configured in pyproject.toml; the suite runs the same checks (tests/test_lint.py).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_metrics.py

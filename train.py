@@ -1,7 +1,7 @@
 """Train a masklet classifier (I-SAM2, I-<encoder>), then test its best checkpoint.
 
-    python train.py --config configs/train/isam2_tiny_synthetic.yaml
-    python train.py --config configs/train/isam2_vspw.yaml --ckpt_path runs/isam2/version_0/checkpoints/last.ckpt
+python train.py --config configs/train/isam2_tiny_synthetic.yaml
+python train.py --config configs/train/isam2_vspw.yaml --ckpt_path runs/isam2/version_0/checkpoints/last.ckpt
 """
 
 from callbacks import default_callbacks

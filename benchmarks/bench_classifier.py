@@ -129,7 +129,8 @@ def bench_training(args: argparse.Namespace) -> None:
     rate_online, rate_cached = n_online / t_online, n_cached / t_cached
     print(
         f"\n## Training throughput ({args.clips} clips × {args.frames} frames {args.height}×{args.width}, "
-        f"~{args.train_masklets} masklets/frame-clip, encoder {args.encoder_config} @ {encoder.describe().get('image_size')})\n"
+        f"~{args.train_masklets} masklets/frame-clip, encoder {args.encoder_config} "
+        f"@ {encoder.describe().get('image_size')})\n"
     )
     print("| path | s / epoch | masklet vectors / s |\n|:--|--:|--:|")
     print(f"| online (encode + pool + head) | {t_online:.3f} | {rate_online:,.0f} |")
@@ -139,15 +140,17 @@ def bench_training(args: argparse.Namespace) -> None:
 
 def bench_pooling(args: argparse.Namespace) -> bool:
     ok = True
-    print(f"\n## Masked-average pooling ({args.frames} frames {args.height}×{args.width}, C={args.channels}, "
-          f"features {args.grid}×{args.grid})\n")
+    print(
+        f"\n## Masked-average pooling ({args.frames} frames {args.height}×{args.width}, C={args.channels}, "
+        f"features {args.grid}×{args.grid})\n"
+    )
     print("| masklets | per-masklet loop (s) | ours (s) | speed-up |\n|:--|--:|--:|--:|")
     torch.manual_seed(0)
     features = torch.randn(args.frames, args.channels, args.grid, args.grid)
     for masklets in args.masklets:
         segments = voronoi_segments(args.frames, args.height, args.width, masklets)
-        t_loop, ref = best_of(args.repeat, lambda: per_masklet_loop(features, segments))
-        t_ours, ours = best_of(args.repeat, lambda: masked_average_pool(features, segments))
+        t_loop, ref = best_of(args.repeat, lambda segments=segments: per_masklet_loop(features, segments))
+        t_ours, ours = best_of(args.repeat, lambda segments=segments: masked_average_pool(features, segments))
         if not torch.allclose(ours.vectors, ref, atol=1e-4, rtol=1e-4):
             print(f"MISMATCH at {masklets} masklets: max diff {(ours.vectors - ref).abs().max():.2e}")
             ok = False
@@ -173,7 +176,10 @@ def main() -> None:
     parser.add_argument("--cached-epochs", type=int, default=20, help="epochs per timing of the cached path")
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
-    print(f"device: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"device: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
     if not args.skip_training:
         bench_training(args)
     if not bench_pooling(args):

@@ -109,11 +109,13 @@ class Profiler:
     def _pre(self, name):
         def hook(*_):
             self._starts.setdefault(name, []).append(time.perf_counter())
+
         return hook
 
     def _post(self, name):
         def hook(*_):
             self._add(name, time.perf_counter() - self._starts[name].pop())
+
         return hook
 
     def _add(self, name: str, dt: float) -> None:
@@ -156,8 +158,9 @@ def random_weight_tricks(predictor, hyper_scale: float, obj_bias: float) -> None
 # ----------------------------------------------------------------------------- pipelines
 
 
-def run_stock(predictor, prof: Profiler, params, frames: np.ndarray, folders: list[Path], window: int,
-              max_objects: int, writer) -> tuple[dict, list, torch.Tensor]:
+def run_stock(
+    predictor, prof: Profiler, params, frames: np.ndarray, folders: list[Path], window: int, max_objects: int, writer
+) -> tuple[dict, list, torch.Tensor]:
     """(a): returns timings, per-window per-object masks [(N, T, H, W) bool], segment maps."""
     proposer = StockProposer(predictor, params)
     timings: dict[str, float] = {}
@@ -188,7 +191,7 @@ def run_stock(predictor, prof: Profiler, params, frames: np.ndarray, folders: li
             tick("prompts", t0)
             t0 = time.perf_counter()
             with prof.in_phase("propagation"):
-                for idx, obj_ids, logits in predictor.propagate_in_video(state):
+                for idx, _obj_ids, logits in predictor.propagate_in_video(state):
                     masks[:, idx] = (logits[:, 0] > 0).cpu()
             tick("propagation", t0)
         predictor.reset_state(state)
@@ -196,8 +199,9 @@ def run_stock(predictor, prof: Profiler, params, frames: np.ndarray, folders: li
         per_window.append(masks)
         ids = torch.arange(1, keep + 1, dtype=torch.int64) + 1000 * w
         t0 = time.perf_counter()
-        segs = torch.stack([aggregate_masks(masks[:, i], ids, prop.predicted_iou[:keep].float(), "area")
-                            for i in range(stop - start)]).to(torch.int32)
+        segs = torch.stack(
+            [aggregate_masks(masks[:, i], ids, prop.predicted_iou[:keep].float(), "area") for i in range(stop - start)]
+        ).to(torch.int32)
         tick("aggregate", t0)
         t0 = time.perf_counter()
         writer.write([f"{i:05d}" for i in range(start, stop)], segs)
@@ -304,22 +308,34 @@ def agreement(stock_windows, ours_windows, stock_maps, ours_maps, window) -> lis
         pixels += sm.numel()
     if ious:
         all_iou = torch.cat(ious)
-        lines.append(f"objects: stock {n_stock}, ours {n_ours}, matched {n_matched} (Hungarian on window IoU); "
-                     f"per-object per-frame mask IoU of matched pairs: mean {all_iou.mean():.4f}, "
-                     f"min {all_iou.min():.4f}, frames with IoU>=0.9: {(all_iou >= 0.9).float().mean():.1%}")
+        lines.append(
+            f"objects: stock {n_stock}, ours {n_ours}, matched {n_matched} (Hungarian on window IoU); "
+            f"per-object per-frame mask IoU of matched pairs: mean {all_iou.mean():.4f}, "
+            f"min {all_iou.min():.4f}, frames with IoU>=0.9: {(all_iou >= 0.9).float().mean():.1%}"
+        )
     else:
         lines.append(f"objects: stock {n_stock}, ours {n_ours}: nothing to match")
-    lines.append(f"segment maps: covered/uncovered state agrees on {covered_same / pixels:.2%} of pixels; "
-                 f"same state and corresponding masklet (Hungarian id matching per window) on {id_same / pixels:.2%}")
+    lines.append(
+        f"segment maps: covered/uncovered state agrees on {covered_same / pixels:.2%} of pixels; "
+        f"same state and corresponding masklet (Hungarian id matching per window) on {id_same / pixels:.2%}"
+    )
     return lines
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def stage_rows(kind: str, timings: dict, prof_times: dict, prof_calls: dict, num_frames: int,
-               num_prop_frames: int, num_objects: int) -> tuple[list[tuple[str, float]], float, float]:
+def stage_rows(
+    kind: str,
+    timings: dict,
+    prof_times: dict,
+    prof_calls: dict,
+    num_frames: int,
+    num_prop_frames: int,
+    num_objects: int,
+) -> tuple[list[tuple[str, float]], float, float]:
     """[(stage, seconds total)], total seconds, seconds per encoder forward."""
+
     def g(phase, name):
         return sum(v for (p, n), v in prof_times.items() if n == name and (phase is None or p == phase))
 
@@ -371,9 +387,13 @@ def main() -> int:
     ap.add_argument("--obj-bias", type=float, default=10.0)
     ap.add_argument("--study-params", action="store_true", help="study thresholds (0.6/0.8/0.9/0.7)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-objects", action=argparse.BooleanOptionalAction, default=True,
-                    help="ours tracks all objects of a window in one batch (SAM2VideoSource's default); "
-                         "--no-batch-objects: one object at a time, as stock")
+    ap.add_argument(
+        "--batch-objects",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ours tracks all objects of a window in one batch (SAM2VideoSource's default); "
+        "--no-batch-objects: one object at a time, as stock",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -385,12 +405,25 @@ def main() -> int:
     if args.study_params:
         params = ProposalParams(points_per_side=args.points, points_per_batch=args.points_per_batch)
     else:
-        params = ProposalParams(points_per_side=args.points, points_per_batch=args.points_per_batch,
-                                pred_iou_thresh=0.0, stability_score_thresh=0.5,
-                                stability_score_offset=0.5, box_nms_thresh=1.0)
+        params = ProposalParams(
+            points_per_side=args.points,
+            points_per_batch=args.points_per_batch,
+            pred_iou_thresh=0.0,
+            stability_score_thresh=0.5,
+            stability_score_offset=0.5,
+            box_nms_thresh=1.0,
+        )
 
-    source = SAM2VideoSource(config, None, image_size=args.size, window=args.window, proposal=params,
-                             proposer="fast", max_objects=args.max_objects, batch_objects=args.batch_objects)
+    source = SAM2VideoSource(
+        config,
+        None,
+        image_size=args.size,
+        window=args.window,
+        proposal=params,
+        proposer="fast",
+        max_objects=args.max_objects,
+        batch_objects=args.batch_objects,
+    )
     predictor = source.predictor  # seeded random weights; shared by both pipelines
     random_weight_tricks(predictor, args.hyper_scale, args.obj_bias)
 
@@ -405,13 +438,16 @@ def main() -> int:
                 Image.fromarray(video.frames[i]).save(folder / f"{i - start:05d}.jpg", quality=95)
             folders.append(folder)
         # both pipelines see the decoded JPEG pixels
-        frames = np.stack([np.array(Image.open(f).convert("RGB")) for folder in folders
-                           for f in sorted(folder.glob("*.jpg"))])
+        frames = np.stack(
+            [np.array(Image.open(f).convert("RGB")) for folder in folders for f in sorted(folder.glob("*.jpg"))]
+        )
 
-        print(f"model {config} (random weights, hypernet out x{args.hyper_scale:g}, obj-score bias "
-              f"{args.obj_bias:+g}) @ {args.size}; clip {num_frames} frames {height}x{width}; window {args.window}; "
-              f"max_objects {args.max_objects}; {args.points}x{args.points} points (batch {args.points_per_batch}); "
-              f"torch threads {torch.get_num_threads()}; params {params}")
+        print(
+            f"model {config} (random weights, hypernet out x{args.hyper_scale:g}, obj-score bias "
+            f"{args.obj_bias:+g}) @ {args.size}; clip {num_frames} frames {height}x{width}; window {args.window}; "
+            f"max_objects {args.max_objects}; {args.points}x{args.points} points (batch {args.points_per_batch}); "
+            f"torch threads {torch.get_num_threads()}; params {params}"
+        )
 
         prof = Profiler(predictor)
 
@@ -422,8 +458,16 @@ def main() -> int:
         nw = min(2, num_frames)
         for i in range(nw):
             Image.fromarray(frames[i]).save(warm / f"{i:05d}.jpg", quality=95)
-        run_stock(predictor, prof, params, frames[:nw], [warm], args.window, args.max_objects,
-                  cache.writer("warm_stock", height, width))
+        run_stock(
+            predictor,
+            prof,
+            params,
+            frames[:nw],
+            [warm],
+            args.window,
+            args.max_objects,
+            cache.writer("warm_stock", height, width),
+        )
         run_ours(source, frames[:nw], cache.writer("warm_ours", height, width))
         results = {}
         for kind in ("stock", "ours"):
@@ -431,14 +475,15 @@ def main() -> int:
             writer = cache.writer(kind, height, width)
             t0 = time.perf_counter()
             if kind == "stock":
-                timings, windows, maps = run_stock(predictor, prof, params, frames, folders, args.window,
-                                                   args.max_objects, writer)
+                timings, windows, maps = run_stock(
+                    predictor, prof, params, frames, folders, args.window, args.max_objects, writer
+                )
             else:
                 # phases from the source's own structure: proposals via the proposer, the rest "track"
                 proposer = source.proposer
                 original_propose = proposer.propose
 
-                def propose(*a, **kw):
+                def propose(*a, original_propose=original_propose, **kw):
                     with prof.in_phase("proposals"):
                         return original_propose(*a, **kw)
 
@@ -463,21 +508,28 @@ def main() -> int:
                         del prof.calls[(p, n)]
                 timings["track_phase"] = pt.get("prompts", 0.0) + pt.get("propagation", 0.0) + pt.get("load", 0.0)
             else:
-                timings["track_phase"] = pt.get("track", 0.0) - pt.get("proposals", 0.0) - timings.get(
-                    "cache write", 0.0) - timings.get("aggregate", 0.0)
-            results[kind] = dict(timings=timings, windows=windows, maps=maps, total=total,
-                                 times=dict(prof.times), calls=dict(prof.calls))
+                timings["track_phase"] = (
+                    pt.get("track", 0.0)
+                    - pt.get("proposals", 0.0)
+                    - timings.get("cache write", 0.0)
+                    - timings.get("aggregate", 0.0)
+                )
+            results[kind] = dict(
+                timings=timings, windows=windows, maps=maps, total=total, times=dict(prof.times), calls=dict(prof.calls)
+            )
         prof.remove()
 
         s = results["stock"]
         num_objects = {k: sum(int(w.shape[0]) for w in r["windows"]) for k, r in results.items()}
-        prop_frames = {k: sum(int(w.shape[0]) * max(int(w.shape[1]) - 1, 0) for w in r["windows"])
-                       for k, r in results.items()}
+        prop_frames = {
+            k: sum(int(w.shape[0]) * max(int(w.shape[1]) - 1, 0) for w in r["windows"]) for k, r in results.items()
+        }
 
         tables = {}
         for kind, r in results.items():
-            rows, enc_total, enc_per_call = stage_rows(kind, r["timings"], r["times"], r["calls"], num_frames,
-                                                       prop_frames[kind], num_objects[kind])
+            rows, enc_total, enc_per_call = stage_rows(
+                kind, r["timings"], r["times"], r["calls"], num_frames, prop_frames[kind], num_objects[kind]
+            )
             if kind == "stock":  # JPEG loading is listed on its own: take it out of "propagation: other"
                 load = r["timings"]["load_nonenc"]
                 rows = [(n, v - load if n.startswith("propagation: other") else v) for n, v in rows]
@@ -494,51 +546,72 @@ def main() -> int:
             ov = o_map.get(key)
             if n.startswith("image encoder"):
                 oname = [m for m, _ in o_rows if m.startswith("image encoder")][0]
-                n = f"image encoder (stock {n.split('(')[1].split()[0]} / ours {oname.split('(')[1].split()[0]} forwards)"
+                stock_n, ours_n = n.split("(")[1].split()[0], oname.split("(")[1].split()[0]
+                n = f"image encoder (stock {stock_n} / ours {ours_n} forwards)"
             ocell = f"{ov / num_frames:.4f} | {ov / num_frames / o_enc:.2f}" if ov is not None else "— | —"
             print(f"| {n} | {v / num_frames:.4f} | {v / num_frames / s_enc:.2f} | {ocell} |")
         for kind in ("stock", "ours"):
             r = results[kind]
             accounted = sum(v for _, v in tables[kind][0])
             r["unaccounted"] = r["total"] - accounted
-        print(f"| unaccounted (loop overhead, stitching, ...) | {results['stock']['unaccounted'] / num_frames:.4f} | "
-              f"{results['stock']['unaccounted'] / num_frames / s_enc:.2f} | "
-              f"{results['ours']['unaccounted'] / num_frames:.4f} | {results['ours']['unaccounted'] / num_frames / o_enc:.2f} |")
-        print(f"| **total** | **{s['total'] / num_frames:.4f}** | {s['total'] / num_frames / s_enc:.2f} | "
-              f"**{results['ours']['total'] / num_frames:.4f}** | {results['ours']['total'] / num_frames / o_enc:.2f} |")
+        print(
+            f"| unaccounted (loop overhead, stitching, ...) | {results['stock']['unaccounted'] / num_frames:.4f} | "
+            f"{results['stock']['unaccounted'] / num_frames / s_enc:.2f} | "
+            f"{results['ours']['unaccounted'] / num_frames:.4f} | "
+            f"{results['ours']['unaccounted'] / num_frames / o_enc:.2f} |"
+        )
+        print(
+            f"| **total** | **{s['total'] / num_frames:.4f}** | {s['total'] / num_frames / s_enc:.2f} | "
+            f"**{results['ours']['total'] / num_frames:.4f}** | {results['ours']['total'] / num_frames / o_enc:.2f} |"
+        )
 
         print("\n### Propagation per tracked object per propagated frame (non-keyframe)\n")
         print("| | stock | ours |")
         print("|---|---|---|")
-        for label, prefix in (("memory attention s", "propagation: memory attention"),
-                              ("mask decoder s", "propagation: mask decoder"),
-                              ("memory encoder s", "propagation: memory encoder"),
-                              ("all propagation (incl. other) s", "propagation:")):
+        for label, prefix in (
+            ("memory attention s", "propagation: memory attention"),
+            ("mask decoder s", "propagation: mask decoder"),
+            ("memory encoder s", "propagation: memory encoder"),
+            ("all propagation (incl. other) s", "propagation:"),
+        ):
             cells = []
             for kind in ("stock", "ours"):
                 v = sum(val for n, val in tables[kind][0] if n.startswith(prefix))
                 cells.append(f"{v / max(prop_frames[kind], 1):.5f}")
             print(f"| {label} | {cells[0]} | {cells[1]} |")
         print(f"| object-frames | {prop_frames['stock']} | {prop_frames['ours']} |")
-        print("\n(memory encoding is separable: sam2 runs `memory_encoder` once per object per frame; its time is the "
-              "row above. Propagation rows include the keyframe prompts and, for ours, the stitching step.)")
+        print(
+            "\n(memory encoding is separable: sam2 runs `memory_encoder` once per object per frame; its time is the "
+            "row above. Propagation rows include the keyframe prompts and, for ours, the stitching step.)"
+        )
 
         s_fps = num_frames / s["total"]
         o_fps = num_frames / results["ours"]["total"]
         print("\n### Throughput\n")
         print("| pipeline | total s | frames/s | encoder forward s |")
         print("|---|---|---|---|")
-        print(f"| (a) stock sam2 (AMG + SAM2VideoPredictor on JPEG folder) | {s['total']:.3f} | {s_fps:.3f} | {s_enc:.4f} |")
-        print(f"| (b) ours SAM2VideoSource(proposer=\"fast\"), frames in memory | {results['ours']['total']:.3f} | "
-              f"{o_fps:.3f} | {o_enc:.4f} |")
+        print(
+            "| (a) stock sam2 (AMG + SAM2VideoPredictor on JPEG folder) | "
+            f"{s['total']:.3f} | {s_fps:.3f} | {s_enc:.4f} |"
+        )
+        print(
+            f'| (b) ours SAM2VideoSource(proposer="fast"), frames in memory | {results["ours"]["total"]:.3f} | '
+            f"{o_fps:.3f} | {o_enc:.4f} |"
+        )
         print(f"\nspeed-up (b)/(a): {o_fps / s_fps:.2f}x")
-        print("\nours, SAM2VideoSource.timings (s): " + ", ".join(
-            f"{k} {v:.3f}" for k, v in results["ours"]["timings"].items()
-            if k not in ("proposals_phase", "track_phase")))
+        print(
+            "\nours, SAM2VideoSource.timings (s): "
+            + ", ".join(
+                f"{k} {v:.3f}"
+                for k, v in results["ours"]["timings"].items()
+                if k not in ("proposals_phase", "track_phase")
+            )
+        )
 
         print("\n### Agreement (a) vs (b)\n")
-        for line in agreement(s["windows"], results["ours"]["windows"], s["maps"], results["ours"]["maps"],
-                              args.window):
+        for line in agreement(
+            s["windows"], results["ours"]["windows"], s["maps"], results["ours"]["maps"], args.window
+        ):
             print("- " + line)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import script_reference  # noqa: E402
+
 from datamodules import VSPWDataModule  # noqa: E402
 from vssam2.metrics import VSSMetrics  # noqa: E402
 from vssam2.synthetic import SyntheticConfig, write_predictions, write_vspw  # noqa: E402

@@ -153,12 +153,19 @@ def main() -> int:
     if args.study_params:
         params = ProposalParams(points_per_side=args.points, points_per_batch=args.points_per_batch)
     else:
-        params = ProposalParams(points_per_side=args.points, points_per_batch=args.points_per_batch,
-                                pred_iou_thresh=0.0, stability_score_thresh=0.5,
-                                stability_score_offset=0.5, box_nms_thresh=1.0)
+        params = ProposalParams(
+            points_per_side=args.points,
+            points_per_batch=args.points_per_batch,
+            pred_iou_thresh=0.0,
+            stability_score_thresh=0.5,
+            stability_score_offset=0.5,
+            box_nms_thresh=1.0,
+        )
     frame = make_frame(height, width)
-    print(f"model {config} @ {size}, frame {height}x{width}, {args.points}x{args.points} points, "
-          f"threads {torch.get_num_threads()}, params {params}")
+    print(
+        f"model {config} @ {size}, frame {height}x{width}, {args.points}x{args.points} points, "
+        f"threads {torch.get_num_threads()}, params {params}"
+    )
 
     def best_of(fn):
         runs = [fn() for _ in range(args.repeat)]
@@ -181,21 +188,25 @@ def main() -> int:
     if args.skip_covered:
         variants.append(("fast skip-covered", {"skip_covered": True}))
     for name, kw in variants:
-        prop, t, stats = best_of(lambda: run_fast(model, params, frame, **kw))
+        prop, t, stats = best_of(lambda kw=kw: run_fast(model, params, frame, **kw))
         agree = agreement(*stock, prop) if stock else f"{len(prop)} masks"
         rows.append((name, t, f"{agree}; decoded {stats['decoded']}/{stats['points']} prompts"))
 
     # post/decoder: of the fastest run (whose stages are shown); pooled: summed post-processing
     # over summed decoding of all --repeat runs, with the range of the per-run shares.
-    print(f"\n| proposer | encoder s | decoder s | postprocess s | total s | post/decoder | "
-          f"post/decoder, {args.repeat} runs pooled (range) | speed-up |")
+    print(
+        f"\n| proposer | encoder s | decoder s | postprocess s | total s | post/decoder | "
+        f"post/decoder, {args.repeat} runs pooled (range) | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     ref_total = rows[0][1]["total"]
     for name, t, _ in rows:
         pooled, low, high = t["shares"]
-        print(f"| {name} | {t['encoder']:.3f} | {t['decoder']:.3f} | {t['postprocess']:.3f} | {t['total']:.3f} | "
-              f"{t['postprocess'] / max(t['decoder'], 1e-9):.1%} | {pooled:.1%} ({low:.1%}–{high:.1%}) | "
-              f"{ref_total / t['total']:.2f}x |")
+        print(
+            f"| {name} | {t['encoder']:.3f} | {t['decoder']:.3f} | {t['postprocess']:.3f} | {t['total']:.3f} | "
+            f"{t['postprocess'] / max(t['decoder'], 1e-9):.1%} | {pooled:.1%} ({low:.1%}–{high:.1%}) | "
+            f"{ref_total / t['total']:.2f}x |"
+        )
     if stock is not None:
         s_dec = rows[0][1]["decoder"]
         for name, t, _ in rows[1:]:

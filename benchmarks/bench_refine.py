@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         seg, base = make_data(args.frames, args.height, args.width, count)
         seg_t, base_t = torch.from_numpy(seg), torch.from_numpy(base)
         majority_vote(seg_t, base_t)  # warm-up
-        loop_s, expected = best_of(args.repeat, lambda: per_mask_loop(seg, base))
-        ours_s, got = best_of(args.repeat, lambda: majority_vote(seg_t, base_t))
+        loop_s, expected = best_of(args.repeat, lambda seg=seg, base=base: per_mask_loop(seg, base))
+        ours_s, got = best_of(args.repeat, lambda seg_t=seg_t, base_t=base_t: majority_vote(seg_t, base_t))
         same = bool(np.array_equal(got.numpy(), expected))
         ok &= same
         print(

@@ -29,7 +29,9 @@ class SegmentationOverlays(Callback):
         class_names: class name per id; the 124-class table by default.
     """
 
-    def __init__(self, num_videos: int = 2, frames_per_video: int = 2, class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, num_videos: int = 2, frames_per_video: int = 2, class_names: Sequence[str] | None = None
+    ) -> None:
         self.num_videos = num_videos
         self.frames_per_video = frames_per_video
         self.class_names = list(class_names) if class_names is not None else list(vspw_classes().names)
@@ -40,7 +42,13 @@ class SegmentationOverlays(Callback):
         self._samples, self._videos = [], set()
 
     def on_test_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if not trainer.is_global_zero or "frames" not in batch or not isinstance(outputs, ScoredChunk):
             return

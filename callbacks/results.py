@@ -99,7 +99,10 @@ class ResultsWriter(Callback):
                 media[f"{stage}/per_class_delta"] = wandb.Image(str(paths["delta_plot"]))
                 media[f"{stage}/refinement_gains"] = wandb.Table(
                     columns=["base", "refined", *(f"Δ{k}" for k in METRIC_NAMES)],
-                    data=[[b, r, *((float(results[r][k]) - float(results[b][k])) * 100 for k in METRIC_NAMES)] for b, r in pairs],
+                    data=[
+                        [b, r, *((float(results[r][k]) - float(results[b][k])) * 100 for k in METRIC_NAMES)]
+                        for b, r in pairs
+                    ],
                 )
             if "confusion" in paths:
                 media[f"{stage}/confusion"] = wandb.Image(str(paths["confusion"]))

@@ -90,7 +90,11 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
             prevalidate=prevalidate,
             masklet_cache=masklet_cache,
         )
-        for name, value in [("train_clip_len", train_clip_len), ("batch_size", batch_size), ("feature_batch_size", feature_batch_size)]:
+        for name, value in [
+            ("train_clip_len", train_clip_len),
+            ("batch_size", batch_size),
+            ("feature_batch_size", feature_batch_size),
+        ]:
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.save_hyperparameters(ignore=["train_transform"])

@@ -18,9 +18,20 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 # Tiny, fast, but every video longer than 16 frames so mVC16 has windows.
-TINY = SyntheticConfig(height=48, width=64, min_frames=18, max_frames=21, videos={"train": 2, "val": 3, "test": 1}, seed=0)
+TINY = SyntheticConfig(
+    height=48, width=64, min_frames=18, max_frames=21, videos={"train": 2, "val": 3, "test": 1}, seed=0
+)
 
-DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK")
+DDP_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "NODE_RANK",
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -65,9 +76,7 @@ def tiny_video_predictor():
 def run_command(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs ``python ARGS`` from the repository root (an entry point, ``-m module``, or a DDP
     launch of one) and fails the test with the end of its output if it exits non-zero."""
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"python {' '.join(args[:3])} … exited {proc.returncode}:\n" + (
         proc.stdout[-3000:] + proc.stderr[-3000:]
     )

@@ -32,22 +32,26 @@ def superpixel_run(synthetic_root, tmp_path_factory):
     """One superpixel sweep (n_segments 40, 120) on 2 val videos, run twice on the same cache."""
     tmp = tmp_path_factory.mktemp("ablation")
     source = SuperpixelSource(n_segments=80)
-    args = dict(split="val", parameter="n_segments", values=[40, 120], cache_root=tmp / "cache", max_videos=2,
-                progress=False)
+    args = dict(
+        split="val", parameter="n_segments", values=[40, 120], cache_root=tmp / "cache", max_videos=2, progress=False
+    )
     first = run_ablation(source, _data(synthetic_root), out_dir=tmp / "out1", **args)
     done = sorted((tmp / "cache").glob("*/*/.done"))
     mtimes = {path: path.stat().st_mtime_ns for path in sorted((tmp / "cache").rglob("*")) if path.is_file()}
     second = run_ablation(source, _data(synthetic_root), out_dir=tmp / "out2", **args)
     mtimes_after = {path: path.stat().st_mtime_ns for path in sorted((tmp / "cache").rglob("*")) if path.is_file()}
-    return dict(tmp=tmp, source=source, first=first, second=second, done=done, mtimes=mtimes,
-                mtimes_after=mtimes_after)
+    return dict(tmp=tmp, source=source, first=first, second=second, done=done, mtimes=mtimes, mtimes_after=mtimes_after)
 
 
 def test_rows_for_every_value_and_model(superpixel_run):
     rows = superpixel_run["first"]
     assert [(r["label"], r["model"]) for r in rows] == [
-        ("base", "sim_strong"), ("base", "sim_flicker"),
-        ("40", "sim_strong"), ("40", "sim_flicker"), ("120", "sim_strong"), ("120", "sim_flicker"),
+        ("base", "sim_strong"),
+        ("base", "sim_flicker"),
+        ("40", "sim_strong"),
+        ("40", "sim_flicker"),
+        ("120", "sim_strong"),
+        ("120", "sim_flicker"),
     ]
     for row in rows:
         assert all(0.0 <= row[m] <= 1.0 for m in METRIC_NAMES)
@@ -60,7 +64,10 @@ def test_rows_for_every_value_and_model(superpixel_run):
 def test_refined_numbers_equal_direct_computation(superpixel_run, synthetic_root):
     row = next(r for r in superpixel_run["first"] if r["label"] == "120" and r["model"] == "sim_flicker")
     dm = _data(synthetic_root, max_videos=2, masklet_cache=row["cache_dir"])
-    metrics, base = VSSMetrics(MetricConfig(num_classes=dm.num_classes)), VSSMetrics(MetricConfig(num_classes=dm.num_classes))
+    metrics, base = (
+        VSSMetrics(MetricConfig(num_classes=dm.num_classes)),
+        VSSMetrics(MetricConfig(num_classes=dm.num_classes)),
+    )
     for chunk in dm.eval_dataset("val", rank=0, world_size=1):
         pred = chunk["preds"]["sim_flicker"]
         where = dict(video=chunk["video"], start=chunk["start"], last=chunk["last"])
@@ -123,9 +130,7 @@ def test_cli_sources_mode_writes_table_json_png(synthetic_root, tmp_path):
     config = yaml.safe_load((ROOT / "configs" / "ablation" / "sources_synthetic.yaml").read_text())
     config["values"] = config["values"][:2]  # oracle, superpixel (SAM2 is covered below)
     config["data"]["init_args"]["root"] = str(synthetic_root / "vspw")
-    config["data"]["init_args"]["pred_roots"] = {
-        m: str(synthetic_root / "predictions" / "vspw" / m) for m in MODELS
-    }
+    config["data"]["init_args"]["pred_roots"] = {m: str(synthetic_root / "predictions" / "vspw" / m) for m in MODELS}
     config.update(cache_root=str(tmp_path / "cache"), out_dir=str(tmp_path / "out"), max_videos=1, progress=False)
     path = tmp_path / "sources.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -144,13 +149,26 @@ def test_cli_sources_mode_writes_table_json_png(synthetic_root, tmp_path):
 @pytest.mark.slow
 def test_cli_window_ablation_tiny_sam2(synthetic_root, tmp_path):
     """configs/ablation/window_synthetic.yaml with the tiny random SAM2, two windows, one video."""
-    rows = main([
-        "--config", str(ROOT / "configs" / "ablation" / "window_synthetic.yaml"),
-        "--data.init_args.root", str(synthetic_root / "vspw"),
-        "--data.init_args.pred_roots", json.dumps({"sim_strong": str(synthetic_root / "predictions/vspw/sim_strong")}),
-        "--values", "[1, 4]", "--max_videos", "1", "--progress", "false",
-        "--cache_root", str(tmp_path / "cache"), "--out_dir", str(tmp_path / "out"),
-    ])
+    rows = main(
+        [
+            "--config",
+            str(ROOT / "configs" / "ablation" / "window_synthetic.yaml"),
+            "--data.init_args.root",
+            str(synthetic_root / "vspw"),
+            "--data.init_args.pred_roots",
+            json.dumps({"sim_strong": str(synthetic_root / "predictions/vspw/sim_strong")}),
+            "--values",
+            "[1, 4]",
+            "--max_videos",
+            "1",
+            "--progress",
+            "false",
+            "--cache_root",
+            str(tmp_path / "cache"),
+            "--out_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     refined = [r for r in rows if not r["base"]]
     assert [(r["value"], r["clip_len"], r["computed"]) for r in refined] == [(1, 1, 1), (4, 4, 1)]
     assert len({r["cache_dir"] for r in refined}) == 2

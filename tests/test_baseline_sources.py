@@ -27,7 +27,9 @@ def clip():
     return video.frames, video.eval_labels
 
 
-def run(source: MaskletSource, frames: np.ndarray, gt: np.ndarray | None, chunk: int) -> tuple[np.ndarray, MaskletTable]:
+def run(
+    source: MaskletSource, frames: np.ndarray, gt: np.ndarray | None, chunk: int
+) -> tuple[np.ndarray, MaskletTable]:
     source.begin_video("v", frames.shape[1], frames.shape[2])
     maps = []
     for start in range(0, len(frames), chunk):

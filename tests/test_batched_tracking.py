@@ -9,11 +9,11 @@ import torch
 
 from vssam2.masklets.batched_tracking import track_frame_batched
 from vssam2.masklets.proposals import ProposalParams
+from vssam2.masklets.random_weights import keep_objects
 from vssam2.masklets.sam2_model import TINY_TEST_CONFIG
 from vssam2.masklets.sam2_video import SAM2VideoSource
 from vssam2.masklets.video_memory import add_mask_prompt, append_frames, init_state_from_frames, track_frame
 from vssam2.synthetic import SyntheticConfig, generate_video
-from vssam2.masklets.random_weights import keep_objects
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # sam2's "no _C: skip hole filling"
 

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_command
 
 from datamodules import VSPWDataModule
-from vssam2.classifier import MaskletClassifier
 from train import main as train_main
+from vssam2.classifier import MaskletClassifier
 from vssam2.encoders import SAM2Encoder
 from vssam2.features import compute_feature_cache, open_feature_cache
 from vssam2.masklets.compute import compute_cache
 from vssam2.masklets.oracle import OracleSource
 from vssam2.refine import masklet_targets
-from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "train" / "isam2_tiny_synthetic.yaml"
@@ -44,15 +44,24 @@ def caches(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 def train_args(data: Path, caches: dict[str, Path], out: Path, *extra: str, feature_cache: bool = True) -> list[str]:
     args = [
-        "--config", str(CONFIG),
-        "--data.root", str(data / "vspw"),
-        "--data.clip_len", "8",
-        "--data.masklet_cache", str(caches["masklets"]),
-        "--data.pred_roots", json.dumps({"sim_strong": str(data / "predictions" / "vspw" / "sim_strong")}),
-        "--trainer.default_root_dir", str(out),
-        "--trainer.enable_progress_bar", "false",
-        "--run.wandb", "disabled",
-        "--trainer.max_epochs", "3",
+        "--config",
+        str(CONFIG),
+        "--data.root",
+        str(data / "vspw"),
+        "--data.clip_len",
+        "8",
+        "--data.masklet_cache",
+        str(caches["masklets"]),
+        "--data.pred_roots",
+        json.dumps({"sim_strong": str(data / "predictions" / "vspw" / "sim_strong")}),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--run.wandb",
+        "disabled",
+        "--trainer.max_epochs",
+        "3",
     ]
     if feature_cache:
         args += ["--data.feature_cache", str(caches["features"])]
@@ -74,7 +83,9 @@ def test_feature_cache_equals_online_vectors(synthetic_root: Path, caches: dict[
         stored = cache.read("val", video)
         vectors = torch.cat([clip.vectors for _, clip in clips])
         assert stored["vectors"].shape == tuple(vectors.shape)
-        torch.testing.assert_close(torch.from_numpy(stored["vectors"]).float(), vectors, rtol=1e-3, atol=1e-3)  # float16
+        torch.testing.assert_close(
+            torch.from_numpy(stored["vectors"]).float(), vectors, rtol=1e-3, atol=1e-3
+        )  # float16
         assert stored["ids"].tolist() == torch.cat([clip.ids for _, clip in clips]).tolist()
         assert stored["start"].tolist() == [start for start, clip in clips for _ in range(clip.ids.shape[0])]
         targets = torch.cat([masklet_targets(clip.hist) for _, clip in clips])
@@ -88,7 +99,9 @@ def test_feature_cache_resumes_and_rejects_damage(synthetic_root: Path, caches: 
     path = cache.directory / "val" / victim
     before = path.read_bytes()
     path.unlink()
-    summary = compute_feature_cache(tiny_encoder(), data, "val", feature_root=caches["root"] / "features", progress=False)
+    summary = compute_feature_cache(
+        tiny_encoder(), data, "val", feature_root=caches["root"] / "features", progress=False
+    )
     assert summary.computed == ["val_000_indoor"] and len(summary.skipped) == 2
     assert path.read_bytes() == before  # deterministic, and the same file as before
     # A damaged file is named in the error, never read as data.
@@ -128,13 +141,17 @@ def test_resume_continues_where_it_stopped(synthetic_root: Path, caches: dict[st
     last = Path(first.trainer.checkpoint_callback.last_model_path)
     assert last.is_file() and steps_per_epoch > 0
     second = train_main(
-        train_args(synthetic_root, caches, tmp_path, "--trainer.max_epochs", "2", "--test", "false", "--ckpt_path", str(last))
+        train_args(
+            synthetic_root, caches, tmp_path, "--trainer.max_epochs", "2", "--test", "false", "--ckpt_path", str(last)
+        )
     )
     assert second.trainer.current_epoch == 2
     assert second.trainer.global_step == 2 * steps_per_epoch  # continued, did not restart
 
 
-def test_checkpoint_of_another_encoder_is_refused(synthetic_root: Path, caches: dict[str, Path], tmp_path: Path) -> None:
+def test_checkpoint_of_another_encoder_is_refused(
+    synthetic_root: Path, caches: dict[str, Path], tmp_path: Path
+) -> None:
     cli = train_main(train_args(synthetic_root, caches, tmp_path, "--trainer.max_epochs", "1", "--test", "false"))
     path = cli.trainer.checkpoint_callback.last_model_path
     with pytest.raises(ValueError, match="another encoder"):
@@ -146,8 +163,20 @@ def test_checkpoint_of_another_encoder_is_refused(synthetic_root: Path, caches: 
 def test_online_training_with_augmentation(synthetic_root: Path, caches: dict[str, Path], tmp_path: Path) -> None:
     cli = train_main(
         train_args(
-            synthetic_root, caches, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-            "--trainer.limit_val_batches", "3", "--data.batch_size", "1", "--test", "false", feature_cache=False,
+            synthetic_root,
+            caches,
+            tmp_path,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "3",
+            "--data.batch_size",
+            "1",
+            "--test",
+            "false",
+            feature_cache=False,
         )
     )
     assert cli.trainer.global_step == 2
@@ -172,7 +201,15 @@ def test_train_clips_carry_segments_through_the_transform(synthetic_root: Path, 
 
 def test_ddp_fit_two_processes(synthetic_root: Path, caches: dict[str, Path], tmp_path: Path) -> None:
     args = train_args(
-        synthetic_root, caches, tmp_path, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "2"
+        synthetic_root,
+        caches,
+        tmp_path,
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.max_epochs",
+        "2",
     )
     run_command(str(REPO / "train.py"), *args, timeout=400)
     results = json.loads((tmp_path / "isam2_synthetic" / "version_0" / "results.json").read_text())

@@ -183,7 +183,9 @@ def test_frozen_encoders_from_yaml_class_path() -> None:
     strict = ArgumentParser(exit_on_error=False)
     strict.add_argument("--encoder", type=FrozenEncoder)
     with pytest.raises(Exception, match="resize"):  # the Literal is checked while parsing
-        strict.parse_object({"encoder": {"class_path": "vssam2.encoders.MiTEncoder", "init_args": {"resize": "aligned"}}})
+        strict.parse_object(
+            {"encoder": {"class_path": "vssam2.encoders.MiTEncoder", "init_args": {"resize": "aligned"}}}
+        )
     assert encoder.level == 2  # SAM2's default -1 is the last of its 3 levels
 
 
@@ -260,7 +262,10 @@ def test_sam2_checkpoint(sam2_ckpt: tuple[Path, dict[str, torch.Tensor]], frames
 
 def test_sam2_bad_checkpoints(sam2_ckpt: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path) -> None:
     path, _ = sam2_ckpt
-    wider = ["++model.image_encoder.trunk.embed_dim=32", "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]"]
+    wider = [
+        "++model.image_encoder.trunk.embed_dim=32",
+        "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
+    ]
     with pytest.raises(ValueError, match=r"tiny\.pt.*does not match.*size mismatch"):
         SAM2Encoder(TINY_TEST_CONFIG, checkpoint=str(path), overrides=wider)
     with pytest.raises(FileNotFoundError, match="absent.pt"):
@@ -320,8 +325,11 @@ def test_timm_weights(timm_files: tuple[dict[str, Path], dict[str, torch.Tensor]
 
     # The same features as timm's own features_only model loading the same file.
     reference = timm.create_model(
-        "test_resnet", pretrained=True, pretrained_cfg_overlay={"file": str(files["safetensors"])},
-        features_only=True, out_indices=(3,),
+        "test_resnet",
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(files["safetensors"])},
+        features_only=True,
+        out_indices=(3,),
     ).eval()
     images = (frames.permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5  # test_resnet's mean/std
     with torch.no_grad():
@@ -343,7 +351,11 @@ def test_timm_classifier_of_another_size_is_ignored(tmp_path: Path, frames: torc
     [
         # Deeper model into a shallower one (like resnet101 weights into resnet50).
         ("resnet34", "resnet18", r"wrong\.safetensors.*'resnet18'.*96 unexpected: \['layer1\.2\."),
-        ("test_convnext2", "test_convnext3", r"wrong\.safetensors.*3 shape mismatch: \['stages\.1\.blocks\.0\.conv_dw\.weight"),
+        (
+            "test_convnext2",
+            "test_convnext3",
+            r"wrong\.safetensors.*3 shape mismatch: \['stages\.1\.blocks\.0\.conv_dw\.weight",
+        ),
         ("test_resnet", "test_efficientnet", r"wrong\.safetensors.*\d+ missing: .*\(\+\d+ more\); \d+ unexpected"),
     ],
 )
@@ -440,14 +452,21 @@ def mit_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path]
     segmentor["decode_head.conv_seg.weight"] = torch.randn(124, 256, 1, 1)
     segmentor["decode_head.conv_seg.bias"] = torch.randn(124)
     segmentor["decode_head.linear_c4.proj.weight"] = torch.randn(256, 256)
-    meta = {"CLASSES": ("wall", "ceiling"), "PALETTE": [[1, 2, 3], [4, 5, 6]], "iter": 160000, "best_mIoU": np.float64(0.38)}
+    meta = {
+        "CLASSES": ("wall", "ceiling"),
+        "PALETTE": [[1, 2, 3], [4, 5, 6]],
+        "iter": 160000,
+        "best_mIoU": np.float64(0.38),
+    }
     files = {"mmseg": root / "cffm_b0.pth", "imagenet": root / "mit_b0.pth"}
     torch.save({"meta": meta, "state_dict": segmentor}, files["mmseg"])
     torch.save({**backbone, "head.weight": torch.randn(1000, 256), "head.bias": torch.randn(1000)}, files["imagenet"])
     return files, segmentor
 
 
-def nvlabs_mit_forward(state: dict[str, torch.Tensor], frames: torch.Tensor, depths: tuple[int, ...]) -> list[torch.Tensor]:
+def nvlabs_mit_forward(
+    state: dict[str, torch.Tensor], frames: torch.Tensor, depths: tuple[int, ...]
+) -> list[torch.Tensor]:
     """NVlabs' ``MixVisionTransformer.forward_features`` and mmseg's normalisation, in F.* ops.
 
     LayerNorm eps as in NVlabs: 1e-6 for block and stage norms (``norm_layer``), 1e-5
@@ -459,23 +478,54 @@ def nvlabs_mit_forward(state: dict[str, torch.Tensor], frames: torch.Tensor, dep
     outs = []
     for i, (heads, sr) in enumerate(zip((1, 2, 5, 8), (8, 4, 2, 1))):
         p, s = f"backbone.patch_embed{i + 1}.", i + 1
-        x = F.conv2d(x, state[p + "proj.weight"], state[p + "proj.bias"], stride=4 if i == 0 else 2, padding=3 if i == 0 else 1)
+        x = F.conv2d(
+            x, state[p + "proj.weight"], state[p + "proj.bias"], stride=4 if i == 0 else 2, padding=3 if i == 0 else 1
+        )
         n, c, h, w = x.shape
         t = F.layer_norm(x.flatten(2).transpose(1, 2), (c,), state[p + "norm.weight"], state[p + "norm.bias"], eps=1e-5)
         for j in range(depths[i]):
             b = f"backbone.block{s}.{j}."
             y = F.layer_norm(t, (c,), state[b + "norm1.weight"], state[b + "norm1.bias"], eps=1e-6)
-            q = F.linear(y, state[b + "attn.q.weight"], state[b + "attn.q.bias"]).reshape(n, h * w, heads, c // heads).permute(0, 2, 1, 3)
+            q = (
+                F.linear(y, state[b + "attn.q.weight"], state[b + "attn.q.bias"])
+                .reshape(n, h * w, heads, c // heads)
+                .permute(0, 2, 1, 3)
+            )
             kv_in = y
             if sr > 1:
-                r = F.conv2d(y.permute(0, 2, 1).reshape(n, c, h, w), state[b + "attn.sr.weight"], state[b + "attn.sr.bias"], stride=sr)
-                kv_in = F.layer_norm(r.reshape(n, c, -1).permute(0, 2, 1), (c,), state[b + "attn.norm.weight"], state[b + "attn.norm.bias"], eps=1e-5)
-            kv = F.linear(kv_in, state[b + "attn.kv.weight"], state[b + "attn.kv.bias"]).reshape(n, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
+                r = F.conv2d(
+                    y.permute(0, 2, 1).reshape(n, c, h, w),
+                    state[b + "attn.sr.weight"],
+                    state[b + "attn.sr.bias"],
+                    stride=sr,
+                )
+                kv_in = F.layer_norm(
+                    r.reshape(n, c, -1).permute(0, 2, 1),
+                    (c,),
+                    state[b + "attn.norm.weight"],
+                    state[b + "attn.norm.bias"],
+                    eps=1e-5,
+                )
+            kv = (
+                F.linear(kv_in, state[b + "attn.kv.weight"], state[b + "attn.kv.bias"])
+                .reshape(n, -1, 2, heads, c // heads)
+                .permute(2, 0, 3, 1, 4)
+            )
             attn = ((q @ kv[0].transpose(-2, -1)) * (c // heads) ** -0.5).softmax(dim=-1)
-            t = t + F.linear((attn @ kv[1]).transpose(1, 2).reshape(n, h * w, c), state[b + "attn.proj.weight"], state[b + "attn.proj.bias"])
+            t = t + F.linear(
+                (attn @ kv[1]).transpose(1, 2).reshape(n, h * w, c),
+                state[b + "attn.proj.weight"],
+                state[b + "attn.proj.bias"],
+            )
             y = F.layer_norm(t, (c,), state[b + "norm2.weight"], state[b + "norm2.bias"], eps=1e-6)
             y = F.linear(y, state[b + "mlp.fc1.weight"], state[b + "mlp.fc1.bias"])
-            y = F.conv2d(y.transpose(1, 2).reshape(n, 4 * c, h, w), state[b + "mlp.dwconv.dwconv.weight"], state[b + "mlp.dwconv.dwconv.bias"], padding=1, groups=4 * c)
+            y = F.conv2d(
+                y.transpose(1, 2).reshape(n, 4 * c, h, w),
+                state[b + "mlp.dwconv.dwconv.weight"],
+                state[b + "mlp.dwconv.dwconv.bias"],
+                padding=1,
+                groups=4 * c,
+            )
             y = F.gelu(y.flatten(2).transpose(1, 2))
             t = t + F.linear(y, state[b + "mlp.fc2.weight"], state[b + "mlp.fc2.bias"])
         t = F.layer_norm(t, (c,), state[f"backbone.norm{s}.weight"], state[f"backbone.norm{s}.bias"], eps=1e-6)
@@ -549,7 +599,9 @@ def test_mit_mmseg_checkpoint(mit_files: tuple[dict[str, Path], dict[str, torch.
     assert torch.equal(attn.k_proj.bias, kv_b[:64]) and torch.equal(attn.v_proj.bias, kv_b[64:])
     assert torch.equal(attn.o_proj.weight, sd["backbone.block2.1.attn.proj.weight"])
     assert torch.equal(attn.sequence_reduction.sequence_reduction.weight, sd["backbone.block2.1.attn.sr.weight"])
-    assert torch.equal(s0.blocks[0].attention.sequence_reduction.layer_norm.bias, sd["backbone.block1.0.attn.norm.bias"])
+    assert torch.equal(
+        s0.blocks[0].attention.sequence_reduction.layer_norm.bias, sd["backbone.block1.0.attn.norm.bias"]
+    )
     assert torch.equal(s3.blocks[1].mlp.dwconv.dwconv.weight, sd["backbone.block4.1.mlp.dwconv.dwconv.weight"])
     assert torch.equal(s3.layer_norm.weight, sd["backbone.norm4.weight"])
     assert not hasattr(s3.blocks[0].attention, "sequence_reduction")  # sr_ratio 1 in stage 4
@@ -571,7 +623,9 @@ def test_mit_mmseg_checkpoint(mit_files: tuple[dict[str, Path], dict[str, torch.
     torch.testing.assert_close(stage2(frames), reference[1], rtol=1e-4, atol=1e-4)
 
     assert not torch.allclose(out, MiTEncoder("b0")(frames), atol=1e-3)
-    torch.testing.assert_close(MiTEncoder("mit_b0", checkpoint=str(files["mmseg"]), resize="keep")(frames), out, rtol=0, atol=0)
+    torch.testing.assert_close(
+        MiTEncoder("mit_b0", checkpoint=str(files["mmseg"]), resize="keep")(frames), out, rtol=0, atol=0
+    )
     desc = enc.describe()
     assert desc["checkpoint_sha256"] == hashlib.sha256(files["mmseg"].read_bytes()).hexdigest()
     assert "seed" not in desc and desc["level"] == 3
@@ -608,7 +662,9 @@ def test_mit_wrong_checkpoints(tmp_path: Path) -> None:
 # -- MiT preprocessing: mmseg's AlignedResize and mmcv's normalisation ------------------
 
 
-def mmcv_aligned_resize_reference(img: np.ndarray, img_scale: tuple[int, int] = (853, 480), size_divisor: int = 32) -> np.ndarray:
+def mmcv_aligned_resize_reference(
+    img: np.ndarray, img_scale: tuple[int, int] = (853, 480), size_divisor: int = 32
+) -> np.ndarray:
     """``AlignedResize_clips(keep_ratio=True, size_divisor)`` of one ``(H, W, 3)`` uint8 image.
 
     Written from GuoleiSun/VSS-CFFM's ``_resize_img`` / ``_align`` and mmcv 1.3's
@@ -671,10 +727,17 @@ def test_cv2_linear_resize_matches_opencv() -> None:
     """Bit-exact against cv2.resize(INTER_LINEAR) on uint8: enlarging, shrinking, edge cases."""
     gen = np.random.default_rng(0)
     pairs = [
-        ((480, 853), (480, 864)), ((720, 1280), (480, 853)), ((360, 853), (384, 864)),
+        ((480, 853), (480, 864)),
+        ((720, 1280), (480, 853)),
+        ((360, 853), (384, 864)),
         ((64, 96), (32, 48)),  # exact halving (INTER_AREA fast path)
-        ((65, 96), (32, 48)), ((96, 96), (32, 32)),  # near halving, 3x: bilinear
-        ((1, 1), (5, 7)), ((1, 9), (4, 1)), ((2, 2), (1, 1)), ((7, 9), (3, 4)), ((9, 7), (27, 21)),
+        ((65, 96), (32, 48)),
+        ((96, 96), (32, 32)),  # near halving, 3x: bilinear
+        ((1, 1), (5, 7)),
+        ((1, 9), (4, 1)),
+        ((2, 2), (1, 1)),
+        ((7, 9), (3, 4)),
+        ((9, 7), (27, 21)),
     ]
     pairs += [(tuple(gen.integers(1, 120, 2)), tuple(gen.integers(1, 160, 2))) for _ in range(60)]
     for (h, w), (dh, dw) in pairs:
@@ -713,7 +776,9 @@ def test_mit_normalisation_is_mmcv_for_every_value() -> None:
     np.testing.assert_array_equal(stretched[0].permute(1, 2, 0).numpy(), expected)
 
 
-def test_mit_resize_follows_checkpoint_kind(mit_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor) -> None:
+def test_mit_resize_follows_checkpoint_kind(
+    mit_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor
+) -> None:
     """An mmseg segmentor checkpoint resizes as its VSS model tested; others keep the size."""
     files, _ = mit_files
     segmentor = MiTEncoder("b0", checkpoint=str(files["mmseg"]))
@@ -737,10 +802,17 @@ def test_mit_resize_follows_checkpoint_kind(mit_files: tuple[dict[str, Path], di
     assert kept != desc and kept["resize"] == "keep" and "img_scale" not in kept
     assert MiTEncoder("b0", checkpoint=str(files["mmseg"]), img_scale=(640, 360)).describe() != desc
     # The other kinds can ask for it.
-    assert MiTEncoder("b0", checkpoint=str(files["imagenet"]), resize="mmseg_aligned").preprocess(frames).shape == (B, 3, 480, 640)
+    assert MiTEncoder("b0", checkpoint=str(files["imagenet"]), resize="mmseg_aligned").preprocess(frames).shape == (
+        B,
+        3,
+        480,
+        640,
+    )
 
 
-def test_mit_mmseg_aligned_features(mit_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor) -> None:
+def test_mit_mmseg_aligned_features(
+    mit_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor
+) -> None:
     """Default features of a segmentor checkpoint = NVlabs' forward on mmcv's resized frame."""
     files, sd = mit_files
     # A small img_scale keeps the backbone cheap: 48x64 -> factor 1.25 -> 60x80 -> 64x96.
@@ -790,4 +862,6 @@ def test_mit_aligned_preprocess_cuda(aligned_mit: MiTEncoder) -> None:
     torch.testing.assert_close(cuda.preprocess(frames_cpu.cuda()).cpu(), expected, rtol=0, atol=0)
     for size in [(480, 864), (240, 569), (23, 17)]:
         images = frames_cpu.permute(0, 3, 1, 2)
-        torch.testing.assert_close(cv2_linear_resize(images.cuda(), size).cpu(), cv2_linear_resize(images, size), rtol=0, atol=0)
+        torch.testing.assert_close(
+            cv2_linear_resize(images.cuda(), size).cpu(), cv2_linear_resize(images, size), rtol=0, atol=0
+        )

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_command
+from metric_reference import ref_boundary_iou_image, ref_iou, ref_video_consistency
 from PIL import Image
 
-from metric_reference import ref_boundary_iou_image, ref_iou, ref_video_consistency
 from evaluate import main as evaluate_main
 from vssam2.labels import raw_to_eval
-from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "evaluate" / "synthetic.yaml"
@@ -24,12 +24,18 @@ def eval_args(data: Path, out: Path, *extra: str) -> list[str]:
     pred_roots = {m: str(data / "predictions" / "vspw" / m) for m in MODELS}
     return [
         "test",
-        "--config", str(CONFIG),
-        "--data.root", str(data / "vspw"),
-        "--data.pred_roots", json.dumps(pred_roots),
-        "--data.clip_len", "7",
-        "--trainer.default_root_dir", str(out),
-        "--trainer.enable_progress_bar", "false",
+        "--config",
+        str(CONFIG),
+        "--data.root",
+        str(data / "vspw"),
+        "--data.pred_roots",
+        json.dumps(pred_roots),
+        "--data.clip_len",
+        "7",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
         *extra,
     ]
 
@@ -42,7 +48,9 @@ def load_split(data: Path, split: str = "val") -> dict[str, dict[str, np.ndarray
         stems = sorted(p.stem for p in mask_dir.glob("*.png"))
         entry = {"gt": np.stack([raw_to_eval(np.array(Image.open(mask_dir / f"{s}.png"))) for s in stems])}
         for m in MODELS:
-            entry[m] = np.stack([np.array(Image.open(data / "predictions" / "vspw" / m / name / f"{s}.png")) for s in stems])
+            entry[m] = np.stack(
+                [np.array(Image.open(data / "predictions" / "vspw" / m / name / f"{s}.png")) for s in stems]
+            )
         videos[name] = entry
     return videos
 
@@ -100,9 +108,22 @@ def test_wandb_offline_files(synthetic_root: Path, tmp_path: Path, monkeypatch: 
 
 def test_ddp_two_processes_equal_one(synthetic_root: Path, tmp_path: Path):
     def run(out: Path, devices: int) -> dict:
-        args = eval_args(synthetic_root, out, "--trainer.devices", str(devices), "--trainer.strategy",
-                         "ddp" if devices > 1 else "auto", "--run.wandb", "disabled", "--data.load_frames", "false")
-        run_command(str(REPO / "evaluate.py"), *args)
+        args = eval_args(
+            synthetic_root,
+            out,
+            "--trainer.devices",
+            str(devices),
+            "--trainer.strategy",
+            "ddp" if devices > 1 else "auto",
+            "--run.wandb",
+            "disabled",
+            "--data.load_frames",
+            "false",
+        )
+        if devices > 1:  # DDP needs its own processes; one process runs here, the same code path
+            run_command(str(REPO / "evaluate.py"), *args)
+        else:
+            evaluate_main(args)
         return json.loads((out / "synthetic_eval" / "version_0" / "results.json").read_text())
 
     one = run(tmp_path / "one", 1)
@@ -121,11 +142,23 @@ def test_missing_prediction_folder_is_a_clear_error(synthetic_root: Path, tmp_pa
 def test_vipseg_run(synthetic_root: Path, tmp_path: Path):
     config = REPO / "configs" / "evaluate" / "synthetic_vipseg.yaml"
     pred_roots = {m: str(synthetic_root / "predictions" / "vipseg" / m) for m in MODELS}
-    cli = evaluate_main([
-        "test", "--config", str(config), "--data.root", str(synthetic_root / "vipseg"),
-        "--data.pred_roots", json.dumps(pred_roots), "--data.load_frames", "false",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-    ])
+    cli = evaluate_main(
+        [
+            "test",
+            "--config",
+            str(config),
+            "--data.root",
+            str(synthetic_root / "vipseg"),
+            "--data.pred_roots",
+            json.dumps(pred_roots),
+            "--data.load_frames",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     results = json.loads((tmp_path / "synthetic_vipseg_eval" / "version_0" / "results.json").read_text())
     assert results["videos"] == 3 and set(results["methods"]) == set(MODELS)
     assert cli.model.report.rows["sim_strong"]["mIoU"] > 0.8

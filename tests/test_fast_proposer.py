@@ -67,7 +67,11 @@ def reference(model, params: ProposalParams, image: np.ndarray):
     """sam2's own generator with the same parameters."""
     gen = sam2_generator(model, params)
     anns = gen.generate(image)
-    masks = torch.from_numpy(np.stack([a["segmentation"] for a in anns])) if anns else torch.zeros(0, *image.shape[:2], dtype=torch.bool)
+    masks = (
+        torch.from_numpy(np.stack([a["segmentation"] for a in anns]))
+        if anns
+        else torch.zeros(0, *image.shape[:2], dtype=torch.bool)
+    )
     iou = torch.tensor([a["predicted_iou"] for a in anns])
     stab = torch.tensor([a["stability_score"] for a in anns])
     return masks, iou, stab
@@ -85,12 +89,28 @@ def match(ref_masks: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, t
 CASES = {
     # name: params. Kept masks observed (stock = fast): 128, 114 and 1 (NMS at 0.7 on
     # frame-sized boxes of a random model leaves one)
-    "stability": ProposalParams(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.5,
-                                stability_score_offset=0.5, box_nms_thresh=1.0),
-    "iou+stability": ProposalParams(points_per_side=8, pred_iou_thresh=0.49, stability_score_thresh=0.3,
-                                    stability_score_offset=0.5, box_nms_thresh=1.0, points_per_batch=16),
-    "nms0.7": ProposalParams(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                             stability_score_offset=0.5, box_nms_thresh=0.7),
+    "stability": ProposalParams(
+        points_per_side=8,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.5,
+        stability_score_offset=0.5,
+        box_nms_thresh=1.0,
+    ),
+    "iou+stability": ProposalParams(
+        points_per_side=8,
+        pred_iou_thresh=0.49,
+        stability_score_thresh=0.3,
+        stability_score_offset=0.5,
+        box_nms_thresh=1.0,
+        points_per_batch=16,
+    ),
+    "nms0.7": ProposalParams(
+        points_per_side=4,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        stability_score_offset=0.5,
+        box_nms_thresh=0.7,
+    ),
 }
 
 
@@ -101,9 +121,13 @@ def test_fast_decoder_matches_sam2_decoder(model, image):
     sparse, dense = model.sam_prompt_encoder(points=(pts, torch.ones(10, 1, dtype=torch.int)), boxes=None, masks=None)
     with torch.no_grad():
         ref, ref_iou, _, _ = model.sam_mask_decoder(
-            image_embeddings=emb, image_pe=model.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            multimask_output=True, repeat_image=True, high_res_features=high,
+            image_embeddings=emb,
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            repeat_image=True,
+            high_res_features=high,
         )
         dec = FastMaskDecoder(model, upscale_chunk=3)
         out, iou = dec(dec.prepare(emb, high), sparse)
@@ -140,8 +164,14 @@ def test_lowres_stability_close(model, image):
 
 
 def test_skip_covered_decodes_fewer_prompts(model, image):
-    params = ProposalParams(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.5,
-                            stability_score_offset=0.5, box_nms_thresh=1.0, points_per_batch=16)
+    params = ProposalParams(
+        points_per_side=8,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.5,
+        stability_score_offset=0.5,
+        box_nms_thresh=1.0,
+        points_per_batch=16,
+    )
     full = FastProposer(model, params)
     skip = FastProposer(model, params, skip_covered=True)
     a = full.propose(torch.from_numpy(image))
@@ -197,11 +227,22 @@ def test_min_mask_region_area_matches_sam2_postprocess(model, image):
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
     from sam2.utils.amg import rle_to_mask
 
-    params = ProposalParams(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.5,
-                            stability_score_offset=0.5, box_nms_thresh=1.0, min_mask_region_area=30)
+    params = ProposalParams(
+        points_per_side=4,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.5,
+        stability_score_offset=0.5,
+        box_nms_thresh=1.0,
+        min_mask_region_area=30,
+    )
     gen = SAM2AutomaticMaskGenerator(
-        model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.5,
-        stability_score_offset=0.5, box_nms_thresh=1.0, output_mode="binary_mask",
+        model,
+        points_per_side=4,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.5,
+        stability_score_offset=0.5,
+        box_nms_thresh=1.0,
+        output_mode="binary_mask",
     )
     gen.predictor._bb_feat_sizes = backbone_feature_sizes(model)
     with warnings.catch_warnings():
@@ -226,7 +267,8 @@ def test_point_grid_is_sam2s():
 @pytest.mark.parametrize("host", [True, False], ids=["numpy", "torch"])
 def test_boxes_and_buffered_upsampling_equal_sam2s(monkeypatch, host):
     """_mask_boxes from row / column ``any`` equals sam2's batched_mask_to_box of the thresholded
-    logits, on the numpy and the torch path (empty and one-pixel masks included); the buffered upsampling equals F.interpolate."""
+    logits, on the numpy and the torch path (empty and one-pixel masks included); the buffered
+    upsampling equals F.interpolate."""
     from sam2.utils.amg import batched_mask_to_box
 
     from vssam2.masklets import fast_proposer
@@ -293,4 +335,3 @@ def test_host_stability_and_threshold_equal_sam2s(monkeypatch, host):
         assert torch.equal(ours.nan_to_num(-1.0), theirs.nan_to_num(-1.0))
         assert torch.isnan(ours[3])
         assert torch.equal(_above(logits, threshold), logits > threshold)
-

@@ -185,14 +185,7 @@ def test_fallbacks_give_identical_numbers(monkeypatch):
     called and every number equals the compiled one."""
     on = compute_all()
     monkeypatch.setattr(label_kernels, "AVAILABLE", False)
-    for name in (
-        "advance_runs",
-        "boundary_band",
-        "count_out_of_range",
-        "joint_histogram",
-        "paint_votes",
-        "vote_histogram",
-    ):
+    for name in label_kernels.KERNELS:
 
         def called(*args: object, name: str = name) -> None:
             raise AssertionError(f"compiled kernel {name} called with the kernels off")

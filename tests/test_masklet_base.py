@@ -21,7 +21,10 @@ def test_area_order_keeps_small_masks_visible():
     big[:, :] = True
     small = torch.zeros(6, 6, dtype=torch.bool)
     small[2:4, 2:4] = True
-    for masks, ids in [(torch.stack([small, big]), torch.tensor([7, 3])), (torch.stack([big, small]), torch.tensor([3, 7]))]:
+    for masks, ids in [
+        (torch.stack([small, big]), torch.tensor([7, 3])),
+        (torch.stack([big, small]), torch.tensor([3, 7])),
+    ]:
         seg = aggregate_masks(masks, ids, order="area")
         assert seg[2, 2] == 7 and seg[0, 0] == 3 and seg.dtype == torch.int32
 

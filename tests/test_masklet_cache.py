@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from vssam2.masklets.cache import (
 )
 from vssam2.masklets.compute import compute_cache
 from vssam2.synthetic import SyntheticConfig, write_vspw
-from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_LEN = 7  # 18–20 frames → three chunks per video, the last one short
@@ -95,7 +93,10 @@ def stray_files(folder: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("masklet_cache_data") / "vspw"
-    write_vspw(root, SyntheticConfig(height=48, width=64, min_frames=18, max_frames=20, videos={"train": 1, "val": 2, "test": 1}))
+    write_vspw(
+        root,
+        SyntheticConfig(height=48, width=64, min_frames=18, max_frames=20, videos={"train": 1, "val": 2, "test": 1}),
+    )
     return root
 
 
@@ -161,13 +162,17 @@ def test_round_trip_maps_and_tables(dm, tmp_path):
 
 def test_ids_up_to_65535_round_trip_and_larger_ones_raise(dm, tmp_path):
     # cells reach ~ 6*9+1+2 = 57 → the largest id is just under the limit.
-    summary = compute_cache(GridSource(cell=8, offset=MAX_SEGMENT_ID - 60), dm, "val", cache_root=tmp_path, progress=False)
+    summary = compute_cache(
+        GridSource(cell=8, offset=MAX_SEGMENT_ID - 60), dm, "val", cache_root=tmp_path, progress=False
+    )
     cache = open_cache(summary.directory)
     maps, table = cache.read_video(summary.computed[0])
     assert 65000 < int(maps.max()) <= MAX_SEGMENT_ID and int(table.id.max()) == int(maps.max())
     with pytest.raises(ValueError, match="16-bit"):
         compute_cache(GridSource(cell=8, offset=MAX_SEGMENT_ID), dm, "val", cache_root=tmp_path, progress=False)
-    bad = MaskletCache.directory_for(tmp_path, "grid", cache_key(cache_config(GridSource(offset=MAX_SEGMENT_ID), "VSPW", CLIP_LEN, 124)))
+    bad = MaskletCache.directory_for(
+        tmp_path, "grid", cache_key(cache_config(GridSource(offset=MAX_SEGMENT_ID), "VSPW", CLIP_LEN, 124))
+    )
     assert not any(bad.rglob(DONE_FILE)) and stray_files(bad) == []
 
 
@@ -373,11 +378,16 @@ def test_cli_main_end_to_end(data_root, tmp_path, capsys):
     assert other.directory != summary.directory and len(other.computed) == 1
 
 
-def test_cli_module_entry_point_under_rank_environment(data_root, tmp_path):
+def test_cli_under_torchrun_rank_environment(data_root, tmp_path, monkeypatch, capsys):
+    """As torchrun starts it (RANK / WORLD_SIZE / LOCAL_RANK set): this rank takes its share."""
     config = write_cli_config(tmp_path / "masklets.yaml", data_root, tmp_path / "cache", SUPERPIXEL)
-    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result = run_command("-m", "vssam2.masklets", "--config", str(config), env=env, timeout=120)
-    assert "[rank 1/2]" in result.stdout and "1 videos computed" in result.stdout
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    from vssam2.masklets.__main__ import main
+
+    main(["--config", str(config)])
+    printed = capsys.readouterr().out
+    assert "[rank 1/2]" in printed and "1 videos computed" in printed
     (folder,) = (tmp_path / "cache").iterdir()
     assert len(open_cache(folder).videos()) == 1
 
@@ -387,8 +397,18 @@ def test_shipped_sam2_config_caches_and_resumes(data_root, tmp_path):
     from vssam2.masklets.__main__ import main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "masklets" / "sam2_tiny_synthetic.yaml"
-    args = ["--config", str(config), "--data.init_args.root", str(data_root), "--cache_root", str(tmp_path),
-            "--max_videos", "1", "--progress", "false"]
+    args = [
+        "--config",
+        str(config),
+        "--data.init_args.root",
+        str(data_root),
+        "--cache_root",
+        str(tmp_path),
+        "--max_videos",
+        "1",
+        "--progress",
+        "false",
+    ]
     summary = main(args)
     assert summary.directory.name.startswith("sam2_video-") and len(summary.computed) == 1
     maps, table = open_cache(summary.directory).read_video(summary.computed[0])

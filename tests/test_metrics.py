@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from metric_reference import (
     ref_boundary_band,
     ref_boundary_iou_class,
@@ -15,6 +14,7 @@ from metric_reference import (
     ref_iou,
     ref_video_consistency,
 )
+
 from vssam2.metrics import BoundaryIoU, MetricConfig, SemanticIoU, VideoConsistency, VSSMetrics
 from vssam2.metrics.functional import boundary_band, confusion_matrix, video_consistency_scores
 

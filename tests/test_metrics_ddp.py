@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import os
 import socket
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -37,8 +36,11 @@ def score(videos: list[tuple[np.ndarray, np.ndarray]], names: list[int]) -> dict
         for start in range(0, len(gts), 7):  # chunks of 7 frames
             end = min(start + 7, len(gts))
             metrics.update(
-                torch.from_numpy(preds[start:end]), torch.from_numpy(gts[start:end]),
-                video=str(k), start=start, last=end == len(gts),
+                torch.from_numpy(preds[start:end]),
+                torch.from_numpy(gts[start:end]),
+                video=str(k),
+                start=start,
+                last=end == len(gts),
             )
     out = metrics.compute()
     return {k: v.item() for k, v in out.items() if k != "per_class_iou"}

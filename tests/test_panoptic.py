@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_command
 from PIL import Image
 
 from vssam2.labels import IGNORE_INDEX
@@ -28,7 +29,6 @@ from vssam2.panoptic import (
     png_candidates,
     rgb2id,
 )
-from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,8 +157,10 @@ def dvis_vps_eval(
             png_name = image_name.split("/")[-1].split(".")[0] + ".png"
             Image.fromarray(pan_format[i]).save(output_dir / "pan_pred" / video_id / png_name)
             annotations.append(
-                {"segments_info": [item[i] for item in segments_infos_ if item[i] is not None],
-                 "file_name": image_name.split("/")[-1]}
+                {
+                    "segments_info": [item[i] for item in segments_infos_ if item[i] is not None],
+                    "file_name": image_name.split("/")[-1],
+                }
             )
         predictions.append({"annotations": annotations, "video_id": video_id})
     json_path = output_dir / "pred.json"
@@ -178,9 +180,7 @@ def _model_segments(segments: dict[int, tuple[int, int]] = MODEL_SEGMENTS) -> li
     return [{"id": i, "isthing": bool(thing), "category_id": category} for i, (category, thing) in segments.items()]
 
 
-def _write_dvis(
-    root: Path, videos=VIDEOS, frames=FRAMES, category_shift: int = 0
-) -> tuple[Path, Path]:
+def _write_dvis(root: Path, videos=VIDEOS, frames=FRAMES, category_shift: int = 0) -> tuple[Path, Path]:
     """DVIS output for ``videos`` × ``frames`` (FRAME_PANOMASKS cycled) under ``root``.
 
     ``category_shift`` is added to every category_id afterwards, emulating a model with shifted
@@ -289,8 +289,13 @@ def test_dvis_fixture_writes_what_dvis_writes(tmp_path: Path):
     segment = frames[0]["segments_info"][0]
     assert list(segment) == ["bbox", "area", "category_id", "iscrowd", "id"]
     # wall: stuff colour (120, 120, 120) → id 120 + 256·120 + 65536·120; bbox x, y, max−min.
-    assert segment == {"bbox": [0, 0, 3, 5], "area": int((PANOMASK == 1).sum()), "category_id": 0, "iscrowd": 0,
-                       "id": 120 * (1 + 256 + 65_536)}
+    assert segment == {
+        "bbox": [0, 0, 3, 5],
+        "area": int((PANOMASK == 1).sum()),
+        "category_id": 0,
+        "iscrowd": 0,
+        "id": 120 * (1 + 256 + 65_536),
+    }
     people = [s["id"] for s in frames[0]["segments_info"] if s["category_id"] == 60]
     assert people[0] == 11 + 256 * 200 + 65_536 * 200 and people[1] != people[0]  # second person jittered
     assert len(frames[2]["segments_info"]) == 3  # the absent person is not listed
@@ -403,8 +408,11 @@ def test_conflicting_duplicate_categories(tmp_path: Path):
     wall = next(s for s in segments if s["category_id"] == 0)
     segments.append({**wall, "category_id": 20})  # the wall's id again, now as crosswalk
     json_path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"segment id 7895160 is listed twice, with category_id 0 .* and 20 .*"
-                                         r"eval_vpq_vspw\.py keeps the first entry, eval_stq_vspw\.py the last"):
+    with pytest.raises(
+        ValueError,
+        match=r"segment id 7895160 is listed twice, with category_id 0 .* and 20 .*"
+        r"eval_vpq_vspw\.py keeps the first entry, eval_stq_vspw\.py the last",
+    ):
         convert_coco_panoptic(json_path, png_root, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
     png = png_root / VIDEOS[0] / "00000000.png"
@@ -465,10 +473,12 @@ def test_coco_image_level_entries(tmp_path: Path):
     # Plain COCO panoptic: one entry per image, the video in file_name's folder or in video_id.
     json_path, png_root = _write_dvis(tmp_path, videos=("v",), frames=FRAMES[:2])
     frames = json.loads(json_path.read_text())["annotations"][0]["annotations"]
-    image_level = {"annotations": [
-        {"file_name": "v/00000000.png", "segments_info": frames[0]["segments_info"]},
-        {"video_id": "v", "file_name": "00000001.jpg", "segments_info": frames[1]["segments_info"]},
-    ]}
+    image_level = {
+        "annotations": [
+            {"file_name": "v/00000000.png", "segments_info": frames[0]["segments_info"]},
+            {"video_id": "v", "file_name": "00000001.jpg", "segments_info": frames[1]["segments_info"]},
+        ]
+    }
     (tmp_path / "image_level.json").write_text(json.dumps(image_level))
     stats = convert_coco_panoptic(tmp_path / "image_level.json", png_root, tmp_path / "out", progress=False)
     assert (stats.videos, stats.written) == (1, 2)
@@ -498,7 +508,9 @@ def test_coco_per_video_folders(tmp_path: Path):
         for frame in ("a", "b"):
             np.testing.assert_array_equal(_read(tmp_path / "out" / video / f"{frame}.png"), EXPECTED)
     (src / "shared" / "b.png").unlink()
-    with pytest.raises(ValueError, match=r"segments_info\.json entry 1 \(b\.jpg\): missing panoptic PNG.*tried .*b\.png"):
+    with pytest.raises(
+        ValueError, match=r"segments_info\.json entry 1 \(b\.jpg\): missing panoptic PNG.*tried .*b\.png"
+    ):
         convert_coco_panoptic_folder(src, tmp_path / "out2", category_offset=1, progress=False)
 
 
@@ -526,8 +538,20 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture):
     segments.append({**segments[0], "category_id": 21})  # the wall's id again, as crosswalk (1-based)
     json_path.write_text(json.dumps(data))
     stats = main(
-        ["coco", "--json", str(json_path), "--png-root", str(png_root), "--output", str(tmp_path / "out"),
-         "--category-offset", "1", "--duplicate-categories", "first", "--no-progress"]
+        [
+            "coco",
+            "--json",
+            str(json_path),
+            "--png-root",
+            str(png_root),
+            "--output",
+            str(tmp_path / "out"),
+            "--category-offset",
+            "1",
+            "--duplicate-categories",
+            "first",
+            "--no-progress",
+        ]
     )
     assert (stats.written, stats.merged_duplicates) == (1, 1)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -537,9 +561,22 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture):
     (tmp_path / "pano" / "v").mkdir(parents=True)
     Image.fromarray(PANOMASK).save(tmp_path / "pano" / "v" / "00000.png")
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
-    result = run_command("-m", "vssam2.panoptic", "panomask", "--input", str(tmp_path / "pano"),
-                         "--output", str(tmp_path / "out_pano"), env=env, timeout=60)
+    result = run_command(
+        "-m",
+        "vssam2.panoptic",
+        "panomask",
+        "--input",
+        str(tmp_path / "pano"),
+        "--output",
+        str(tmp_path / "out_pano"),
+        env=env,
+        timeout=60,
+    )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
-        "videos": 1, "frames": 1, "written": 1, "skipped": 0, "merged_duplicates": 0
+        "videos": 1,
+        "frames": 1,
+        "written": 1,
+        "skipped": 0,
+        "merged_duplicates": 0,
     }
     np.testing.assert_array_equal(_read(tmp_path / "out_pano" / "v" / "00000.png"), EXPECTED)

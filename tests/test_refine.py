@@ -11,7 +11,9 @@ from vssam2.refine import majority_vote
 IGNORE = 255
 
 
-def slow_vote(seg: np.ndarray, base: np.ndarray, num_classes: int, min_area: int = 0, min_share: float = 0.0) -> np.ndarray:
+def slow_vote(
+    seg: np.ndarray, base: np.ndarray, num_classes: int, min_area: int = 0, min_share: float = 0.0
+) -> np.ndarray:
     """Eq. 1–2 read literally: for each masklet, count its base classes, paint the winner."""
     out = base.copy()
     for masklet in np.unique(seg):
@@ -111,7 +113,9 @@ def blocky_maps(seed: int, frames: int = 3, height: int = 45, width: int = 130) 
 def test_blocky_maps_match_slow_reference(seed):
     seg, base = blocky_maps(seed)
     np.testing.assert_array_equal(majority_vote(t(seg), t(base), 6).numpy(), slow_vote(seg, base, 6))
-    np.testing.assert_array_equal(majority_vote(t(seg), t(base), 6, min_share=0.7).numpy(), slow_vote(seg, base, 6, 0, 0.7))
+    np.testing.assert_array_equal(
+        majority_vote(t(seg), t(base), 6, min_share=0.7).numpy(), slow_vote(seg, base, 6, 0, 0.7)
+    )
 
 
 @pytest.mark.parametrize("maps", ["blocky", "noise", "compacted"])

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import run_command
 
 from datamodules import VSPWDataModule
 from evaluate import main as evaluate_main
 from vssam2.masklets import OracleSource, compute_cache
 from vssam2.metrics import VSSMetrics
 from vssam2.refine import majority_vote
-from conftest import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("sim_strong", "sim_boundary", "sim_flicker")
@@ -23,11 +23,24 @@ CLIP = 7
 def args_for(data: Path, out: Path, *extra: str) -> list[str]:
     pred_roots = {m: str(data / "predictions" / "vspw" / m) for m in MODELS}
     return [
-        "test", "--config", str(REPO / "configs/evaluate/synthetic.yaml"),
-        "--config", str(REPO / "configs/evaluate/refine_synthetic.yaml"),
-        "--data.root", str(data / "vspw"), "--data.pred_roots", json.dumps(pred_roots),
-        "--data.clip_len", str(CLIP), "--trainer.default_root_dir", str(out),
-        "--trainer.enable_progress_bar", "false", "--run.wandb", "disabled", *extra,
+        "test",
+        "--config",
+        str(REPO / "configs/evaluate/synthetic.yaml"),
+        "--config",
+        str(REPO / "configs/evaluate/refine_synthetic.yaml"),
+        "--data.root",
+        str(data / "vspw"),
+        "--data.pred_roots",
+        json.dumps(pred_roots),
+        "--data.clip_len",
+        str(CLIP),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--run.wandb",
+        "disabled",
+        *extra,
     ]
 
 
@@ -41,8 +54,9 @@ def results_of(out: Path, name: str = "synthetic_refine") -> dict:
 
 
 def offline_refined(data: Path, method: str) -> dict[str, float]:
-    dm = VSPWDataModule(root=str(data / "vspw"), pred_roots={method: str(data / "predictions/vspw" / method)},
-                        clip_len=CLIP)
+    dm = VSPWDataModule(
+        root=str(data / "vspw"), pred_roots={method: str(data / "predictions/vspw" / method)}, clip_len=CLIP
+    )
     metrics, source = VSSMetrics(), OracleSource()
     for batch in dm.eval_dataset("val", 0, 1):
         if batch["start"] == 0:
@@ -54,8 +68,11 @@ def offline_refined(data: Path, method: str) -> dict[str, float]:
 
 
 def test_refinement_rows_and_cost(synthetic_root: Path, tmp_path: Path, capsys):
-    evaluate_main(args_for(synthetic_root, tmp_path / "refine", "--trainer.callbacks.init_args.write_dir",
-                           str(tmp_path / "refined")))
+    evaluate_main(
+        args_for(
+            synthetic_root, tmp_path / "refine", "--trainer.callbacks.init_args.write_dir", str(tmp_path / "refined")
+        )
+    )
     printed = capsys.readouterr().out
     assert "Refinement cost on cpu" in printed and "| oracle-sim_boundary |" in printed
     got = results_of(tmp_path / "refine")
@@ -84,10 +101,27 @@ def test_refinement_rows_and_cost(synthetic_root: Path, tmp_path: Path, capsys):
 
     # The written refined predictions score exactly like the refined row.
     written = tmp_path / "refined" / "oracle-sim_boundary"
-    evaluate_main(["test", "--config", str(REPO / "configs/evaluate/synthetic.yaml"),
-                   "--data.root", str(synthetic_root / "vspw"), "--data.pred_roots", json.dumps({"w": str(written)}),
-                   "--data.clip_len", str(CLIP), "--trainer.default_root_dir", str(tmp_path / "rescore"),
-                   "--trainer.enable_progress_bar", "false", "--run.wandb", "disabled", "--run.name", "rescore"])
+    evaluate_main(
+        [
+            "test",
+            "--config",
+            str(REPO / "configs/evaluate/synthetic.yaml"),
+            "--data.root",
+            str(synthetic_root / "vspw"),
+            "--data.pred_roots",
+            json.dumps({"w": str(written)}),
+            "--data.clip_len",
+            str(CLIP),
+            "--trainer.default_root_dir",
+            str(tmp_path / "rescore"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--run.wandb",
+            "disabled",
+            "--run.name",
+            "rescore",
+        ]
+    )
     rescored = results_of(tmp_path / "rescore", "rescore")["w"]
     assert rescored == got["oracle-sim_boundary"]
 
@@ -96,8 +130,13 @@ def test_cached_masklets_equal_on_the_fly(synthetic_root: Path, tmp_path: Path):
     dm = VSPWDataModule(root=str(synthetic_root / "vspw"), clip_len=CLIP)
     cache = compute_cache(OracleSource(), dm, "val", cache_root=str(tmp_path / "cache"), progress=False)
     cached_args = without_refine_config(args_for(synthetic_root, tmp_path / "cached")) + [
-        "--trainer.callbacks+=callbacks.TestTimeRefinement", "--trainer.callbacks.name_format", "oracle-{method}",
-        "--data.masklet_cache", str(cache.directory), "--run.name", "synthetic_refine",
+        "--trainer.callbacks+=callbacks.TestTimeRefinement",
+        "--trainer.callbacks.name_format",
+        "oracle-{method}",
+        "--data.masklet_cache",
+        str(cache.directory),
+        "--run.name",
+        "synthetic_refine",
     ]
     evaluate_main(cached_args)
     evaluate_main(args_for(synthetic_root, tmp_path / "fly"))
@@ -105,7 +144,9 @@ def test_cached_masklets_equal_on_the_fly(synthetic_root: Path, tmp_path: Path):
 
 
 def test_missing_masklets_is_a_clear_error(synthetic_root: Path, tmp_path: Path):
-    args = without_refine_config(args_for(synthetic_root, tmp_path)) + ["--trainer.callbacks+=callbacks.TestTimeRefinement"]
+    args = without_refine_config(args_for(synthetic_root, tmp_path)) + [
+        "--trainer.callbacks+=callbacks.TestTimeRefinement"
+    ]
     with pytest.raises(KeyError, match="masklet_cache"):
         evaluate_main(args)
 
@@ -115,8 +156,14 @@ def test_missing_masklets_is_a_clear_error(synthetic_root: Path, tmp_path: Path)
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one(synthetic_root: Path, tmp_path: Path):
     def run(out: Path, devices: int) -> dict:
-        args = args_for(synthetic_root, out, "--trainer.devices", str(devices),
-                        "--trainer.strategy", "ddp" if devices > 1 else "auto")
+        args = args_for(
+            synthetic_root,
+            out,
+            "--trainer.devices",
+            str(devices),
+            "--trainer.strategy",
+            "ddp" if devices > 1 else "auto",
+        )
         run_command(str(REPO / "evaluate.py"), *args)
         return results_of(out)
 

@@ -110,9 +110,7 @@ def test_not_a_torch_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
-def test_checkpoint_without_model_key(
-    tmp_path: Path, tiny_ckpt: tuple[Path, dict[str, torch.Tensor]]
-) -> None:
+def test_checkpoint_without_model_key(tmp_path: Path, tiny_ckpt: tuple[Path, dict[str, torch.Tensor]]) -> None:
     _, state = tiny_ckpt
     path = tmp_path / "bare.pt"
     torch.save(state, path)  # bare state dict, a common mistake
@@ -121,9 +119,7 @@ def test_checkpoint_without_model_key(
     assert str(path) in str(info.value) and "bare state dict" in str(info.value)
 
 
-def test_wrong_model_size(
-    tmp_path: Path, tiny_ckpt: tuple[Path, dict[str, torch.Tensor]]
-) -> None:
+def test_wrong_model_size(tmp_path: Path, tiny_ckpt: tuple[Path, dict[str, torch.Tensor]]) -> None:
     # The tiny test checkpoint into the real Hiera-T: shape mismatches and missing blocks.
     path, _ = tiny_ckpt
     with pytest.raises(ValueError) as info:
@@ -157,9 +153,7 @@ def test_image_predictor_with_overridden_size(
     predictor = image_predictor(model)
     image = np.random.default_rng(0).integers(0, 256, (100, 150, 3), dtype=np.uint8)
     predictor.set_image(image)
-    masks, scores, low_res = predictor.predict(
-        point_coords=np.array([[75.0, 50.0]]), point_labels=np.array([1])
-    )
+    masks, scores, low_res = predictor.predict(point_coords=np.array([[75.0, 50.0]]), point_labels=np.array([1]))
     assert masks.shape == (3, 100, 150)
     assert scores.shape == (3,)
     assert low_res.shape[0] == 3

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from vssam2.masklets.proposals import ProposalParams, Proposals
+from vssam2.masklets.random_weights import keep_objects
 from vssam2.masklets.sam2_model import TINY_TEST_CONFIG
 from vssam2.masklets.sam2_video import SAM2FrameSource, SAM2VideoSource, stitch_ids
 from vssam2.masklets.stock_proposer import StockProposer, preprocess_frame
@@ -21,7 +22,6 @@ from vssam2.masklets.video_memory import (
     track_frame,
 )
 from vssam2.synthetic import SyntheticConfig, generate_video
-from vssam2.masklets.random_weights import keep_objects
 
 H, W, T = 64, 96, 9
 # Random weights give arbitrary masks and scores around 0.5: keep everything, bound the count.
@@ -155,7 +155,9 @@ def test_in_memory_state_matches_jpeg_folder(predictor, frames, tmp_path):
     num = 5
     for i in range(num):
         Image.fromarray(frames[i].numpy()).save(tmp_path / f"{i:05d}.jpg", quality=100)
-    decoded = torch.from_numpy(np.stack([np.array(Image.open(tmp_path / f"{i:05d}.jpg").convert("RGB")) for i in range(num)]))
+    decoded = torch.from_numpy(
+        np.stack([np.array(Image.open(tmp_path / f"{i:05d}.jpg").convert("RGB")) for i in range(num)])
+    )
     masks = [_box(10, 40, 20, 60, (H, W)), _box(30, 60, 50, 90, (H, W))]
 
     reference_state = predictor.init_state(str(tmp_path))
@@ -280,9 +282,18 @@ def test_config_changes_with_parameters(tmp_path):
         TINY_TEST_CONFIG, None, proposal=ProposalParams(**{**PARAMS.__dict__, "pred_iou_thresh": 0.1})
     ).config()
     assert changed != base
-    same = SAM2VideoSource(TINY_TEST_CONFIG, None, proposal=ProposalParams(**{**PARAMS.__dict__, "points_per_batch": 7}))
+    same = SAM2VideoSource(
+        TINY_TEST_CONFIG, None, proposal=ProposalParams(**{**PARAMS.__dict__, "points_per_batch": 7})
+    )
     assert same.config() == base  # batch size does not change the output
-    for kwargs in ({"window": 8}, {"stitch_iou": 0.7}, {"order": "score"}, {"max_objects": 5}, {"bf16": True}, {"image_size": 256}):
+    for kwargs in (
+        {"window": 8},
+        {"stitch_iou": 0.7},
+        {"order": "score"},
+        {"max_objects": 5},
+        {"bf16": True},
+        {"image_size": 256},
+    ):
         assert SAM2VideoSource(TINY_TEST_CONFIG, None, proposal=PARAMS, **kwargs).config() != base
     assert SAM2FrameSource(TINY_TEST_CONFIG, None, proposal=PARAMS).config() != base
     ckpt = tmp_path / "model.pt"

@@ -11,7 +11,9 @@ from vssam2.tables import combine_results, main
 
 
 def write(path: Path, methods: dict[str, float]) -> Path:
-    rows = {m: {"mIoU": v, "WIoU": v, "mBIoU": v, "mVC8": v, "mVC16": v, "per_class_iou": {}} for m, v in methods.items()}
+    rows = {
+        m: {"mIoU": v, "WIoU": v, "mBIoU": v, "mVC8": v, "mVC16": v, "per_class_iou": {}} for m, v in methods.items()
+    }
     path.write_text(json.dumps({"units": "fraction in [0, 1]", "methods": rows}))
     return path
 

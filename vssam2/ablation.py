@@ -132,7 +132,7 @@ def with_parameter(source: MaskletSource, path: str, value: Any) -> MaskletSourc
     value = _coerce(value, getattr(holder, name), path)
     if name == "window" and (not isinstance(value, int) or value < 1):
         raise ValueError(f"ablation parameter {path!r}: window must be an int >= 1, got {value!r}")
-    if dataclasses.is_dataclass(holder) and getattr(type(holder), "__dataclass_params__").frozen:
+    if dataclasses.is_dataclass(holder) and type(holder).__dataclass_params__.frozen:
         object.__setattr__(holder, name, value)
     else:
         setattr(holder, name, value)
@@ -158,9 +158,7 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def _sweep(
-    source: MaskletSource | None, parameter: str, values: Sequence[Any]
-) -> list[tuple[str, Any, MaskletSource]]:
+def _sweep(source: MaskletSource | None, parameter: str, values: Sequence[Any]) -> list[tuple[str, Any, MaskletSource]]:
     """(label, JSON value, source) per value; checks the path and that every value is a distinct config."""
     if not values:
         raise ValueError("ablation needs at least one value")
@@ -248,8 +246,12 @@ def plot_ablation(
         for k, model in enumerate(models):
             color = colors[k % len(colors)]
             by_label = {row["label"]: row for row in rows if row["model"] == model and not row["base"]}
-            ys = [100 * by_label[label][metric] if by_label.get(label) and by_label[label][metric] is not None
-                  else float("nan") for label in labels]
+            ys = [
+                100 * by_label[label][metric]
+                if by_label.get(label) and by_label[label][metric] is not None
+                else float("nan")
+                for label in labels
+            ]
             ax.plot(x, ys, marker="o", color=color, label=model)
             base = next((row for row in rows if row["base"] and row["model"] == model), None)
             if base is not None and base[metric] is not None:
@@ -297,9 +299,9 @@ def run_ablation(
 
     Args:
         source: the masklet source the values are set on (None for ``parameter="source"``).
-        data: the dataset (:class:`vssam2.datasets.VideoSplits`, e.g. a VSPW / VIPSeg data module) with the prediction sources to
-            refine (``pred_roots``); rebuilt with its init args for each value (``clip_len``,
-            ``masklet_cache``, ``load_frames=False``).
+        data: the dataset (:class:`vssam2.datasets.VideoSplits`, e.g. a VSPW / VIPSeg data
+            module) with the prediction sources to refine (``pred_roots``); rebuilt with its
+            init args for each value (``clip_len``, ``masklet_cache``, ``load_frames=False``).
         split: split to compute, refine and score.
         parameter: dotted attribute path of the source (``window``,
             ``proposal.points_per_side``, ...) or ``"source"`` (values = source configs).
@@ -352,7 +354,9 @@ def run_ablation(
         )
         score_base = not base_rows
         scorer = ChunkScorer(
-            methods, metrics, Refinement(min_area=min_area, min_share=min_share, name_format="{method}@refined"),
+            methods,
+            metrics,
+            Refinement(min_area=min_area, min_share=min_share, name_format="{method}@refined"),
             score_base=score_base,
         )
         report = score_stream(eval_dm.eval_dataset(split, rank=0, world_size=1), scorer)
@@ -417,10 +421,18 @@ def build_parser():
     parser.add_subclass_arguments(
         MaskletSource, "source", required=False, help="Masklet source the values are set on (not for parameter=source)"
     )
-    parser.add_subclass_arguments(VideoSplits, "data", required=True, help="Dataset with pred_roots (class_path/init_args, e.g. datamodules.VSPWDataModule)")
+    parser.add_subclass_arguments(
+        VideoSplits,
+        "data",
+        required=True,
+        help="Dataset with pred_roots (class_path/init_args, e.g. datamodules.VSPWDataModule)",
+    )
     parser.add_argument("--split", type=str, default="val", help="Split to score")
     parser.add_argument(
-        "--parameter", type=str, required=True, help="Dotted source attribute (window, proposal.points_per_side, ...) or 'source'"
+        "--parameter",
+        type=str,
+        required=True,
+        help="Dotted source attribute (window, proposal.points_per_side, ...) or 'source'",
     )
     parser.add_argument("--values", type=list[Any], required=True, help="Values to sweep (source configs for 'source')")
     parser.add_argument("--cache_root", type=str, default="cache/masklets", help="Parent folder of the masklet caches")

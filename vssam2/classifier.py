@@ -112,7 +112,12 @@ class MaskletClassifier(PredictionReplay):
         """Encodes one clip and pools its masklets (see :func:`extract_clip_masklets`)."""
         features = encode_frames(self._require_encoder(), frames, self.hparams.encoder_batch_size, self.device)
         return extract_clip_masklets(
-            features, segments, gt, self.hparams.pooling, self.hparams.per_frame, self.metric_config.num_classes,
+            features,
+            segments,
+            gt,
+            self.hparams.pooling,
+            self.hparams.per_frame,
+            self.metric_config.num_classes,
             self.metric_config.ignore_index,
         )
 
@@ -126,11 +131,15 @@ class MaskletClassifier(PredictionReplay):
         for frames, segments, gt in zip(batch["frames"], batch["segments"], batch["gt"]):
             masklets = self.clip_masklets(frames, segments, gt)
             vectors.append(masklets.vectors)
-            targets.append(masklet_targets(masklets.hist, self.metric_config.num_classes, self.metric_config.ignore_index))
+            targets.append(
+                masklet_targets(masklets.hist, self.metric_config.num_classes, self.metric_config.ignore_index)
+            )
             areas.append(masklets.area)
         return torch.cat(vectors), torch.cat(targets).to(self.device), torch.cat(areas).to(self.device)
 
-    def _loss(self, vectors: torch.Tensor, target: torch.Tensor, area: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(
+        self, vectors: torch.Tensor, target: torch.Tensor, area: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keep = target != self.metric_config.ignore_index
         if not bool(keep.any()):
             # Every rank must run backward under DDP: a zero loss that touches the parameters.
@@ -215,7 +224,11 @@ class MaskletClassifier(PredictionReplay):
         classes = self.head(vectors).argmax(dim=1) if num else target
         self.val_iou.update(
             confmat=confusion_from_histograms(
-                classes, hist, batch["uncovered"].to(self.device), self.metric_config.num_classes, self.metric_config.ignore_index
+                classes,
+                hist,
+                batch["uncovered"].to(self.device),
+                self.metric_config.num_classes,
+                self.metric_config.ignore_index,
             )
         )
 
@@ -248,7 +261,9 @@ class MaskletClassifier(PredictionReplay):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW on the head; linear warm-up then cosine decay per epoch over ``max_epochs``."""
-        optimizer = torch.optim.AdamW(self.head.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.head.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
         max_epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else 1
         max_epochs = max(int(max_epochs), 1)
         warmup = int(self.hparams.warmup_epochs)

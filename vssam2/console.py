@@ -1,6 +1,7 @@
 """What the console shows: results, progress and warnings a user can act on, not dependency chatter.
 
-The entry points (``train.py``, ``evaluate.py`` and every ``python -m vssam2.*`` command) call :func:`quiet_dependency_chatter` once. It drops, and only drops:
+The entry points (``train.py``, ``evaluate.py`` and every ``python -m vssam2.*`` command) call
+:func:`quiet_dependency_chatter` once. It drops, and only drops:
 
 - Lightning's product tips ("💡 Tip: ... litlogger / litmodels") and its "TPU available" /
   "HPU available" lines (the "GPU available, used" line stays: it says where the run ran);

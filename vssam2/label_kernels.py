@@ -30,7 +30,7 @@ BUILD_HINT: str = (
     "or python setup.py build_ext --inplace"
 )
 
-_KERNELS = ("advance_runs", "boundary_band", "count_out_of_range", "joint_histogram", "paint_votes", "vote_histogram")
+KERNELS = ("advance_runs", "boundary_band", "count_out_of_range", "joint_histogram", "paint_votes", "vote_histogram")
 
 
 class KernelsMissingWarning(UserWarning):
@@ -51,7 +51,7 @@ def _switched_off() -> bool:
     return value == "1"
 
 
-__all__ = ["AVAILABLE", "BUILD_HINT", "DISABLE_VARIABLE", "KernelsMissingWarning"]
+__all__ = ["AVAILABLE", "BUILD_HINT", "DISABLE_VARIABLE", "KERNELS", "KernelsMissingWarning"]
 
 AVAILABLE: bool
 _why_not: str  # why the kernels do not run, for the error of a missing name
@@ -93,7 +93,7 @@ else:
 
 def __getattr__(name: str) -> object:
     """A kernel's name without the kernels: an error that says why (callers check AVAILABLE)."""
-    if name in _KERNELS:
+    if name in KERNELS:
         raise AttributeError(
             f"vssam2.label_kernels.{name} is not available: {_why_not}; check label_kernels.AVAILABLE "
             f"before calling a kernel (to {BUILD_HINT})"

@@ -284,25 +284,6 @@ def _category_to_eval(
     return eval_id
 
 
-def _category_to_eval(
-    category: int, category_offset: int, category_map: Mapping[int, int] | None, num_classes: int, where: str
-) -> int:
-    if category_map is not None:
-        if category not in category_map:
-            raise ValueError(f"{where}: category_id {category} is not in the category map")
-        eval_id = category_map[category]
-        if eval_id == IGNORE_INDEX:
-            return eval_id
-    else:
-        eval_id = category - category_offset
-    if not 0 <= eval_id < num_classes:
-        raise ValueError(
-            f"{where}: category_id {category} gives evaluation id {eval_id}, outside 0..{num_classes - 1} "
-            f"(category_offset={category_offset}{', category map' if category_map is not None else ''})"
-        )
-    return eval_id
-
-
 def _check_duplicate_policy(duplicate_categories: str) -> None:
     if duplicate_categories not in _DUPLICATE_CATEGORIES:
         raise ValueError(f"duplicate_categories must be one of {_DUPLICATE_CATEGORIES}, got {duplicate_categories!r}")
@@ -385,7 +366,9 @@ def segments_to_lut(
     return ids, evals
 
 
-def segment_ids_to_eval(segment_ids: np.ndarray, ids: np.ndarray, evals: np.ndarray, where: str = "panoptic PNG") -> np.ndarray:
+def segment_ids_to_eval(
+    segment_ids: np.ndarray, ids: np.ndarray, evals: np.ndarray, where: str = "panoptic PNG"
+) -> np.ndarray:
     """Maps a segment-id map to evaluation ids through a sorted (ids → evals) table.
 
     Listed ids take their evaluation id; an unlisted 0 (COCO void) becomes 255.
@@ -502,7 +485,9 @@ def _frames_from_json(data: object, json_path: Path) -> list[tuple[str, str, lis
             where = f"{json_path} annotations[{index}] (video {video}, file_name {entry['file_name']})"
             frames.append((video, name, _segments_list(entry["segments_info"], where), where))
         else:
-            raise ValueError(f"{json_path}: annotations[{index}] has neither per-frame 'annotations' nor 'segments_info'")
+            raise ValueError(
+                f"{json_path}: annotations[{index}] has neither per-frame 'annotations' nor 'segments_info'"
+            )
     return frames
 
 
@@ -585,7 +570,14 @@ def convert_coco_panoptic(
     if not frames:
         raise ValueError(f"{json_path}: lists no frames")
     return _convert_frames(
-        frames, out_root, category_offset, mapping, num_classes, duplicate_categories, overwrite, progress,
+        frames,
+        out_root,
+        category_offset,
+        mapping,
+        num_classes,
+        duplicate_categories,
+        overwrite,
+        progress,
         "COCO panoptic → semantic",
     )
 
@@ -652,7 +644,14 @@ def convert_coco_panoptic_folder(
     if not frames:
         raise ValueError(f"no <video>/<frame>.png frames with segments_info under {in_root}")
     return _convert_frames(
-        frames, out_root, category_offset, mapping, num_classes, duplicate_categories, overwrite, progress,
+        frames,
+        out_root,
+        category_offset,
+        mapping,
+        num_classes,
+        duplicate_categories,
+        overwrite,
+        progress,
         "COCO panoptic → semantic",
     )
 
@@ -680,7 +679,9 @@ def _parser() -> argparse.ArgumentParser:
     coco.add_argument("--category-offset", type=int, default=0, help="eval id = category_id - offset (default 0)")
     coco.add_argument("--category-map", help="JSON: {category_id: eval_id} or a list by category id")
     coco.add_argument(
-        "--duplicate-categories", choices=_DUPLICATE_CATEGORIES, default="error",
+        "--duplicate-categories",
+        choices=_DUPLICATE_CATEGORIES,
+        default="error",
         help="a segment id listed twice in a frame with different categories: error (default), or keep the "
         "first entry (as eval_vpq_vspw.py) or the last (as eval_stq_vspw.py); same-category repeats always merge",
     )
@@ -698,13 +699,22 @@ def main(argv: Sequence[str] | None = None) -> ConversionStats:
         if args.png_root is None or args.input is not None:
             parser.error("coco: --json needs --png-root (and no --input)")
         stats = convert_coco_panoptic(
-            args.json, args.png_root, args.output, args.category_offset, args.category_map,
-            duplicate_categories=args.duplicate_categories, **options,
+            args.json,
+            args.png_root,
+            args.output,
+            args.category_offset,
+            args.category_map,
+            duplicate_categories=args.duplicate_categories,
+            **options,
         )
     elif args.input is not None:
         stats = convert_coco_panoptic_folder(
-            args.input, args.output, args.category_offset, args.category_map,
-            duplicate_categories=args.duplicate_categories, **options,
+            args.input,
+            args.output,
+            args.category_offset,
+            args.category_map,
+            duplicate_categories=args.duplicate_categories,
+            **options,
         )
     else:
         parser.error("coco: give --json FILE --png-root DIR, or --input DIR")

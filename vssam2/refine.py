@@ -100,7 +100,10 @@ class _Votes:
 
             def paint(start: int, stop: int) -> None:
                 label_kernels.paint_votes(
-                    self.rows[start:stop].numpy(), self.base[start:stop].numpy(), row_paint.numpy(), out[start:stop].numpy()
+                    self.rows[start:stop].numpy(),
+                    self.base[start:stop].numpy(),
+                    row_paint.numpy(),
+                    out[start:stop].numpy(),
                 )
 
         else:
@@ -126,7 +129,9 @@ def _vote_histogram(segments: torch.Tensor, base: torch.Tensor, num_classes: int
     if segments.is_floating_point() or base.is_floating_point():
         raise TypeError("segments and base must hold integer ids")
     if not (num_classes <= ignore_index <= 255):
-        raise ValueError(f"need num_classes <= ignore_index <= 255 (ids travel as bytes), got {num_classes}, {ignore_index}")
+        raise ValueError(
+            f"need num_classes <= ignore_index <= 255 (ids travel as bytes), got {num_classes}, {ignore_index}"
+        )
     if base.dtype != torch.uint8:  # a uint8 base is checked on its vote histogram, for free
         check_label_range(base, num_classes, "base prediction", ignore_index)
     seg = segments.reshape(-1)
@@ -260,7 +265,9 @@ def class_histogram(
     return counted.row_ids[present], counted.votes[present]
 
 
-def masklet_targets(hist: torch.Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def masklet_targets(
+    hist: torch.Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
     """Training target of each masklet: its majority GT class (ties → lowest id).
 
     Args:

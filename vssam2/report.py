@@ -75,9 +75,7 @@ def per_class_table(
     return "\n".join([header, rule, *rows])
 
 
-def plot_per_class_iou(
-    results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str], path: str | Path
-) -> Path:
+def plot_per_class_iou(results: Mapping[str, Mapping[str, Any]], class_names: Sequence[str], path: str | Path) -> Path:
     """Horizontal grouped bar plot of per-class IoU (classes with GT pixels), saved as PNG."""
     import matplotlib
 
@@ -176,12 +174,18 @@ def plot_per_class_delta(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    deltas = np.array(
-        [
-            [_number(r) - _number(b) for b, r in zip(results[base]["per_class_iou"], results[refined]["per_class_iou"])]
-            for base, refined in pairs
-        ]
-    ) * 100  # (P, C)
+    deltas = (
+        np.array(
+            [
+                [
+                    _number(r) - _number(b)
+                    for b, r in zip(results[base]["per_class_iou"], results[refined]["per_class_iou"])
+                ]
+                for base, refined in pairs
+            ]
+        )
+        * 100
+    )  # (P, C)
     present = np.flatnonzero(~np.all(np.isnan(deltas), axis=0))
     order = present[np.argsort(np.nan_to_num(np.nanmean(deltas[:, present], axis=0), nan=0.0))]
     height = 0.8 / max(len(pairs), 1)
@@ -268,7 +272,11 @@ def write_results(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "plot": out_dir / "per_class_iou.png"}
+    paths = {
+        "json": out_dir / "results.json",
+        "markdown": out_dir / "results.md",
+        "plot": out_dir / "per_class_iou.png",
+    }
     data = results_to_json(results, class_names, extra)
     markdown = "## Results (%)\n\n" + markdown_table(results) + "\n\n"
     if pairs:

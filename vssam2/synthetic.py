@@ -582,9 +582,7 @@ def _make_thing(
     )
 
 
-def _make_others(
-    rng: np.random.Generator, config: SyntheticConfig, num_frames: int, camera: np.ndarray
-) -> _Blob:
+def _make_others(rng: np.random.Generator, config: SyntheticConfig, num_frames: int, camera: np.ndarray) -> _Blob:
     """A static unlabelled object placed where the camera sees it in every frame."""
     h, w = config.height, config.width
     low = camera.max(axis=0) + np.array([0.2 * h, 0.2 * w])

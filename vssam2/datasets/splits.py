@@ -90,7 +90,11 @@ class VideoSplits:
         prevalidate: bool = False,
         masklet_cache: str | None = None,
     ) -> None:
-        for name, value, minimum in [("clip_len", clip_len, 1), ("num_workers", num_workers, 0), ("num_classes", num_classes, 1)]:
+        for name, value, minimum in [
+            ("clip_len", clip_len, 1),
+            ("num_workers", num_workers, 0),
+            ("num_classes", num_classes, 1),
+        ]:
             if value < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {value}")
         if max_videos is not None and max_videos < 1:
@@ -100,10 +104,19 @@ class VideoSplits:
             raise ValueError(f"num_classes must be <= 255 (ids are uint8, 255 = ignore), got {num_classes}")
         # What a copy with other options is rebuilt from (the data module saves all of its own).
         self._init_args = {
-            "root": root, "pred_root": pred_root, "pred_roots": pred_roots, "test_split": test_split,
-            "val_split": val_split, "clip_len": clip_len, "load_frames": load_frames, "num_workers": num_workers,
-            "skip_bad_videos": skip_bad_videos, "max_videos": max_videos, "num_classes": num_classes,
-            "prevalidate": prevalidate, "masklet_cache": masklet_cache,
+            "root": root,
+            "pred_root": pred_root,
+            "pred_roots": pred_roots,
+            "test_split": test_split,
+            "val_split": val_split,
+            "clip_len": clip_len,
+            "load_frames": load_frames,
+            "num_workers": num_workers,
+            "skip_bad_videos": skip_bad_videos,
+            "max_videos": max_videos,
+            "num_classes": num_classes,
+            "prevalidate": prevalidate,
+            "masklet_cache": masklet_cache,
         }
         self.root = Path(root)
         self.pred_roots: dict[str, Path] = {}
@@ -137,7 +150,8 @@ class VideoSplits:
         layout = cache.config.get("data", {}).get("layout")
         if layout != self.layout.name:
             raise DataError(
-                f"masklet cache {cache.directory} was computed on {layout} data, not {self.layout.name}", cache.directory
+                f"masklet cache {cache.directory} was computed on {layout} data, not {self.layout.name}",
+                cache.directory,
             )
         return cache
 

@@ -134,9 +134,7 @@ class VideoClipStream(IterableDataset):
                     "num_frames": video.num_frames,
                     "last": stop == video.num_frames,
                 }
-                item.update(
-                    load_frames_range(video, start, stop, self.layout, self.num_classes, self.load_frames)
-                )
+                item.update(load_frames_range(video, start, stop, self.layout, self.num_classes, self.load_frames))
                 if self.masklet_cache is not None:
                     size = tuple(item["gt"].shape[1:])
                     item["segments"] = self.masklet_cache.read_segments(video.name, item["frame_ids"], size)

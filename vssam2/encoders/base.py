@@ -157,9 +157,7 @@ class FrozenEncoder(torch.nn.Module, abc.ABC):
                 "normalises itself; pass raw frames, not preprocessed images)"
             )
         if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(
-                f"frames must have shape (B, H, W, 3) (channels last), got {tuple(frames.shape)}"
-            )
+            raise ValueError(f"frames must have shape (B, H, W, 3) (channels last), got {tuple(frames.shape)}")
         if min(frames.shape[:3]) == 0:
             raise ValueError(f"frames must be non-empty, got shape {tuple(frames.shape)}")
 
@@ -305,9 +303,7 @@ def load_torch_file(path: str | Path, what: str) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for files that are not checkpoints
         first = str(err).splitlines()[0] if str(err) else ""
-        raise ValueError(
-            f"Cannot read {what} {path}: not a torch checkpoint ({type(err).__name__}: {first})"
-        ) from err
+        raise ValueError(f"Cannot read {what} {path}: not a torch checkpoint ({type(err).__name__}: {first})") from err
 
 
 def _import_global(qualified: str) -> Any:
@@ -333,6 +329,7 @@ def state_dict_mismatch(
     Returns:
         ``"N missing: [...] (+k more); N unexpected: [...]; N shape mismatch: [...]"`` or None.
     """
+
     # Batch-norm step counters are listed last: they name no weight and would crowd out
     # the keys that tell which layers differ.
     def order(keys: list[str]) -> list[str]:

@@ -299,8 +299,7 @@ class MiTEncoder(FrozenEncoder):
             self.size_divisor = _check_divisor(size_divisor if size_divisor is not None else VSPW_SIZE_DIVISOR)
         elif img_scale is not None or size_divisor is not None:
             raise ValueError(
-                f"img_scale / size_divisor are options of resize='mmseg_aligned', but resize is "
-                f"{self.resize!r}"
+                f"img_scale / size_divisor are options of resize='mmseg_aligned', but resize is {self.resize!r}"
             )
 
         from transformers import SegformerModel
@@ -461,9 +460,7 @@ def _guess_variant(mapped: Mapping[str, torch.Tensor]) -> str | None:
     proj = mapped.get("stages.0.patch_embeddings.proj.weight")
     if proj is None:
         return None
-    depths = tuple(
-        len({k.split(".")[3] for k in mapped if k.startswith(f"stages.{i}.blocks.")}) for i in range(4)
-    )
+    depths = tuple(len({k.split(".")[3] for k in mapped if k.startswith(f"stages.{i}.blocks.")}) for i in range(4))
     for name, spec in MIT_VARIANTS.items():
         if spec.hidden_sizes[0] == proj.shape[0] and spec.depths == depths:
             return name

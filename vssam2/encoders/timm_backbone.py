@@ -126,9 +126,7 @@ class TimmEncoder(FrozenEncoder):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, h, w)`` -> ``(B, C, h / stride, w / stride)`` of the chosen level."""
-        (features,) = self.model.forward_intermediates(
-            images, indices=[self.level], intermediates_only=True
-        )
+        (features,) = self.model.forward_intermediates(images, indices=[self.level], intermediates_only=True)
         return features
 
     def _identity(self) -> dict[str, Any]:
@@ -190,9 +188,7 @@ def _classifier_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _load_strict(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path, model_name: str
-) -> None:
+def _load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path, model_name: str) -> None:
     """Loads ``state`` into ``model`` (classifier keys ignored), or raises a ValueError listing keys."""
     prefixes = _classifier_prefixes(model)
     kept = {k: v for k, v in state.items() if not any(k == p or k.startswith(p + ".") for p in prefixes)}

@@ -37,7 +37,13 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (repeatable)")
     parser.add_subclass_arguments(FrozenEncoder, "encoder", required=True, help="Frozen encoder (class_path/init_args)")
-    parser.add_subclass_arguments(VideoSplits, "data", required=True, help="Dataset with masklet_cache (class_path/init_args): a vssam2.datasets.VideoSplits, e.g. datamodules.VSPWDataModule")
+    parser.add_subclass_arguments(
+        VideoSplits,
+        "data",
+        required=True,
+        help="Dataset with masklet_cache (class_path/init_args): a vssam2.datasets.VideoSplits, "
+        "e.g. datamodules.VSPWDataModule",
+    )
     parser.add_argument("--splits", type=list[str], default=["train", "val"], help="Splits to compute")
     parser.add_argument("--feature_root", type=str, default="cache/features", help="Parent folder of feature caches")
     parser.add_argument("--pooling", type=str, default="bilinear", help="Feature upsampling: bilinear or nearest")

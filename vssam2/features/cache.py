@@ -38,9 +38,7 @@ FORMAT_VERSION = 1
 ROW_ARRAYS = ("ids", "frame", "start", "area", "target")
 
 
-def feature_cache_config(
-    encoder: Any, data: Any, pooling: str, per_frame: bool
-) -> dict[str, Any]:
+def feature_cache_config(encoder: Any, data: Any, pooling: str, per_frame: bool) -> dict[str, Any]:
     """What determines the cached vectors (hashed into the folder's key)."""
     if data.masklet_cache is None:
         raise ValueError("the feature cache pools over cached masklets: give the data module a masklet_cache")
@@ -117,7 +115,11 @@ class FeatureCache:
                 arrays = {name: npz[name] for name in npz.files}
         except Exception as error:  # zipfile / pickle / value errors for damaged files
             raise DataError(f"{path}: unreadable feature cache file ({type(error).__name__}: {error})", path) from error
-        missing = [name for name in ("vectors", *ROW_ARRAYS, "hist_row", "hist_label", "hist_count", "uncovered") if name not in arrays]
+        missing = [
+            name
+            for name in ("vectors", *ROW_ARRAYS, "hist_row", "hist_label", "hist_count", "uncovered")
+            if name not in arrays
+        ]
         if missing:
             raise DataError(f"{path}: feature cache file lacks arrays {missing}", path)
         return arrays
@@ -148,7 +150,8 @@ def open_feature_cache(directory: str | Path) -> FeatureCache:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise DataError(
-            f"feature cache {directory}: {path} not found; build the cache with `python -m vssam2.features --config ...`",
+            f"feature cache {directory}: {path} not found; "
+            "build the cache with `python -m vssam2.features --config ...`",
             path,
         )
     try:

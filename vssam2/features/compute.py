@@ -50,7 +50,9 @@ def concat_rows(parts: list[dict[str, np.ndarray]], uncovered: np.ndarray, chann
         out[name] = np.concatenate([part[name] for part in parts]) if parts else np.zeros(0, np.int64)
     out["vectors"] = np.concatenate([p["vectors"] for p in parts]) if parts else np.zeros((0, channels), np.float16)
     out["hist_row"] = (
-        np.concatenate([part["hist_row"] + offset for part, offset in zip(parts, offsets)]) if parts else np.zeros(0, np.int64)
+        np.concatenate([part["hist_row"] + offset for part, offset in zip(parts, offsets)])
+        if parts
+        else np.zeros(0, np.int64)
     )
     out["uncovered"] = uncovered
     return out
@@ -126,7 +128,9 @@ def compute_feature_cache(
         raise DataError(f"split {split!r} of {data.root} has no video", data.root)
     mine = VideoClipStream(videos, layout=data.layout, clip_len=data.clip_len, rank=rank, world_size=world_size).videos
     todo = [video for video in mine if not cache.is_done(split, video.name)]
-    summary = FeatureRunSummary(cache.directory, split, rank, world_size, skipped=[v.name for v in mine if v not in todo])
+    summary = FeatureRunSummary(
+        cache.directory, split, rank, world_size, skipped=[v.name for v in mine if v not in todo]
+    )
     data.masklet_cache.check_videos([video.name for video in todo])
     stream = VideoClipStream(
         todo, layout=data.layout, clip_len=data.clip_len, num_classes=data.num_classes, masklet_cache=data.masklet_cache
@@ -159,4 +163,3 @@ def compute_feature_cache(
         bar.close()
         summary.seconds = time.perf_counter() - started
     return summary
-

@@ -36,7 +36,9 @@ class ClipMasklets:
     hist: torch.Tensor | None
 
 
-def encode_frames(encoder: torch.nn.Module, frames: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+def encode_frames(
+    encoder: torch.nn.Module, frames: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
     """Runs a frozen encoder over (T, H, W, 3) uint8 frames in batches → (T, C, h, w) float32."""
     if batch_size < 1:
         raise ValueError(f"encoder batch size must be >= 1, got {batch_size}")
@@ -99,7 +101,9 @@ def paint_rows(rows: torch.Tensor, classes: torch.Tensor, fill: torch.Tensor | i
     Returns:
         (T, H, W) uint8 prediction.
     """
-    table = torch.cat([classes.to(torch.uint8), torch.full((1,), IGNORE_INDEX, dtype=torch.uint8, device=classes.device)])
+    table = torch.cat(
+        [classes.to(torch.uint8), torch.full((1,), IGNORE_INDEX, dtype=torch.uint8, device=classes.device)]
+    )
     painted = table.to(rows.device)[rows]  # row −1 → the trailing 255
     if isinstance(fill, torch.Tensor):
         painted = torch.where(rows >= 0, painted, fill.to(device=rows.device, dtype=torch.uint8))

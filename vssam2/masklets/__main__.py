@@ -49,14 +49,21 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (repeatable)")
     parser.add_subclass_arguments(MaskletSource, "source", required=True, help="Masklet source (class_path/init_args)")
-    parser.add_subclass_arguments(VideoSplits, "data", required=True, help="Dataset (class_path/init_args): a vssam2.datasets.VideoSplits, e.g. datamodules.VSPWDataModule")
+    parser.add_subclass_arguments(
+        VideoSplits,
+        "data",
+        required=True,
+        help="Dataset (class_path/init_args): a vssam2.datasets.VideoSplits, e.g. datamodules.VSPWDataModule",
+    )
     parser.add_argument("--split", type=str, default="val", help="Split to compute")
     parser.add_argument("--cache_root", type=str, default="cache/masklets", help="Parent folder of cache folders")
     parser.add_argument(
         "--max_videos", type=int | None, default=None, help="Only the first N videos of the split (quick runs)"
     )
     parser.add_argument("--rank", type=int | None, default=None, help="Shard index (default: $RANK or 0)")
-    parser.add_argument("--world_size", type=int | None, default=None, help="Number of shards (default: $WORLD_SIZE or 1)")
+    parser.add_argument(
+        "--world_size", type=int | None, default=None, help="Number of shards (default: $WORLD_SIZE or 1)"
+    )
     parser.add_argument("--progress", type=bool, default=True, help="Show progress bars (rank 0)")
     return parser
 

@@ -158,10 +158,10 @@ class MaskletSource(abc.ABC):
     def _segment(self, frames: torch.Tensor, start: int, gt: torch.Tensor | None) -> torch.Tensor:
         """(T, H, W, 3) uint8 frames (video frames start…start+T−1) → (T, H, W) int32 segment map."""
 
-    def _begin(self) -> None:
+    def _begin(self) -> None:  # noqa: B027 (an optional hook: most sources keep no per-video state)
         """Hook: reset per-video state."""
 
-    def _end(self) -> None:
+    def _end(self) -> None:  # noqa: B027 (an optional hook)
         """Hook: release per-video state."""
 
     def begin_video(self, video: str, height: int, width: int) -> None:

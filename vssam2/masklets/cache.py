@@ -288,9 +288,7 @@ class MaskletCache:
             )
         return array.astype(np.int32)
 
-    def read_segments(
-        self, video: str, frame_ids: Sequence[str], size: tuple[int, int] | None = None
-    ) -> torch.Tensor:
+    def read_segments(self, video: str, frame_ids: Sequence[str], size: tuple[int, int] | None = None) -> torch.Tensor:
         """Cached maps of some frames of a complete video: (T, H, W) int32.
 
         Raises:

@@ -56,7 +56,8 @@ class CacheRunSummary:
 
     def __str__(self) -> str:
         return (
-            f"[rank {self.rank}/{self.world_size}] masklet cache {self.directory}: {len(self.computed)} videos computed "
+            f"[rank {self.rank}/{self.world_size}] masklet cache {self.directory}: "
+            f"{len(self.computed)} videos computed "
             f"({self.frames} frames, {self.frames_per_second:.2f} frames/s), {len(self.skipped)} skipped as done, "
             f"{len(self.videos)} videos in this rank's share"
         )
@@ -106,8 +107,9 @@ def compute_cache(
 
     Args:
         source: the masklet source.
-        data: the dataset (:class:`vssam2.datasets.VideoSplits`, e.g. a VSPW / VIPSeg data module): root, layout, ``clip_len``
-            (frames per chunk fed to the source) and ``num_classes``.
+        data: the dataset (:class:`vssam2.datasets.VideoSplits`, e.g. a VSPW / VIPSeg data
+            module): root, layout, ``clip_len`` (frames per chunk fed to the source) and
+            ``num_classes``.
         split: split to compute.
         cache_root: parent folder of the cache folders.
         max_videos: only the first ``max_videos`` videos of the split (before sharding).

@@ -155,9 +155,22 @@ class FastMaskDecoder:
             add1 = dc1.bias.repeat(4).view(1, 4 * c1)
             add2 = dc2.bias.repeat(4).view(1, 4 * c2)
         return _FrameCache(
-            h=h, w=w, c=c, src=src, pe=pe, kp0=kp0, q_img0=q_img0,
-            w1=w1, w2=w2, add1=add1, add2=add2, c1=c1, c2=c2,
-            ln1=ln1, act1=act1, act2=act2,
+            h=h,
+            w=w,
+            c=c,
+            src=src,
+            pe=pe,
+            kp0=kp0,
+            q_img0=q_img0,
+            w1=w1,
+            w2=w2,
+            add1=add1,
+            add2=add2,
+            c1=c1,
+            c2=c2,
+            ln1=ln1,
+            act1=act1,
+            act2=act2,
         )
 
     # ------------------------------------------------------------------ attention pieces
@@ -231,8 +244,11 @@ class FastMaskDecoder:
         probs = e.div_(e.sum(dim=-1, keepdim=True)).view(b, -1, nh * t)
         wo = attn.out_proj.weight.view(-1, nh, d)  # (C, nh, d)
         vo = torch.einsum("bthd,chd->bhtc", vt, wo).reshape(b, nh * t, -1)  # (B, nh*T, C)
-        base = (residual + attn.out_proj.bias).expand(b, *residual.shape[-2:]) if residual.dim() == 2 \
+        base = (
+            (residual + attn.out_proj.bias).expand(b, *residual.shape[-2:])
+            if residual.dim() == 2
             else residual + attn.out_proj.bias
+        )
         return torch.baddbmm(base, probs, vo)
 
     # ------------------------------------------------------------------ per batch of prompts
@@ -289,8 +305,10 @@ class FastMaskDecoder:
         if keys.dim() == 2:
             keys = keys.unsqueeze(0).expand(b, -1, -1)
         masks = torch.cat(
-            [self._upscale(cache, keys[i : i + self.upscale_chunk], hyper[i : i + self.upscale_chunk])
-             for i in range(0, b, self.upscale_chunk)],
+            [
+                self._upscale(cache, keys[i : i + self.upscale_chunk], hyper[i : i + self.upscale_chunk])
+                for i in range(0, b, self.upscale_chunk)
+            ],
             dim=0,
         )
         return masks, iou
@@ -310,7 +328,9 @@ class FastMaskDecoder:
         y = F.layer_norm(y.view(b, hw, 4, c1), (c1,), ln.weight.to(dt), ln.bias.to(dt), ln.eps)
         y = cache.act1(y)
         # transposed conv 2 (+ skip features + bias), GELU
-        y = torch.baddbmm(cache.add2.to(dt).view(1, -1, 4 * c2), y.view(b, hw * 4, c1), cache.w2.to(dt).expand(b, -1, -1))
+        y = torch.baddbmm(
+            cache.add2.to(dt).view(1, -1, 4 * c2), y.view(b, hw * 4, c1), cache.w2.to(dt).expand(b, -1, -1)
+        )
         y = cache.act2(y)
         # hypernetwork dot products, channels-first: (B, 3, HW*16)
         m = torch.bmm(hyper.to(dt).transpose(1, 2), y.view(b, hw * 16, c2).transpose(1, 2))
@@ -527,8 +547,12 @@ class FastProposer:
             masks, iou, stab = masks[order], iou[order], stab[order]
         timings["postprocess"] += time.perf_counter() - t0
         self.stats = {
-            "points": n_points, "decoded": n_decoded, "candidates": n_cand,
-            "after_iou": n_iou, "after_stability": n_stab, "kept": int(masks.shape[0]),
+            "points": n_points,
+            "decoded": n_decoded,
+            "candidates": n_cand,
+            "after_iou": n_iou,
+            "after_stability": n_stab,
+            "kept": int(masks.shape[0]),
         }
         return Proposals(masks=masks, predicted_iou=iou.float(), stability=stab.float(), timings=timings)
 

@@ -89,7 +89,9 @@ class OracleSource(MaskletSource):
 
     def _segment(self, frames: torch.Tensor, start: int, gt: torch.Tensor | None) -> torch.Tensor:
         if gt is None:
-            raise ValueError(f"{type(self).__name__} ({self.name!r} source) needs the ground truth: pass gt= to add_chunk")
+            raise ValueError(
+                f"{type(self).__name__} ({self.name!r} source) needs the ground truth: pass gt= to add_chunk"
+            )
         if tuple(gt.shape) != tuple(frames.shape[:3]):
             raise ValueError(
                 f"{type(self).__name__}: gt of shape {tuple(gt.shape)} does not match frames {tuple(frames.shape[:3])}"

@@ -60,8 +60,7 @@ _CONFIG_TO_CKPT: dict[str, str] = {
 
 #: Canonical config name -> URL of Meta's matching checkpoint (documentation only).
 CHECKPOINT_URLS: dict[str, str] = {
-    cfg: (_URL_SAM21 if "sam2.1" in cfg else _URL_SAM2) + ckpt
-    for cfg, ckpt in _CONFIG_TO_CKPT.items()
+    cfg: (_URL_SAM21 if "sam2.1" in cfg else _URL_SAM2) + ckpt for cfg, ckpt in _CONFIG_TO_CKPT.items()
 }
 
 # Spellings of each size; the first entry is the one used in sam2's file names.
@@ -237,10 +236,7 @@ def _read_checkpoint(path: Path, config: str | None = None) -> Mapping[str, torc
     if not isinstance(obj, Mapping) or "model" not in obj:
         hint = ""
         if isinstance(obj, Mapping) and any(str(k).startswith("image_encoder.") for k in obj):
-            hint = (
-                " It looks like a bare state dict; save it as "
-                "torch.save({'model': state_dict}, path)."
-            )
+            hint = " It looks like a bare state dict; save it as torch.save({'model': state_dict}, path)."
         found = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
         raise ValueError(
             f"SAM2 checkpoint {path} has no 'model' key (found {found}); expected the "
@@ -257,11 +253,7 @@ def _guess_config(state: Mapping[str, torch.Tensor]) -> str | None:
     patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
     if patch is None:
         return None
-    blocks = {
-        int(m.group(1))
-        for k in state
-        if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))
-    }
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))}
     code = _TRUNK_SIGNATURES.get((int(patch.shape[0]), len(blocks)))
     if code is None:
         return None
@@ -301,12 +293,7 @@ def _load_state(
                 parts.append(f"{len(items)} {label}: {items[:3]}{more}")
         guess = _guess_config(state)
         hint = f" It probably belongs to config {guess!r}." if guess and guess != config else ""
-        raise ValueError(
-            f"SAM2 checkpoint {path} does not match config {config!r}: "
-            + "; ".join(parts)
-            + "."
-            + hint
-        )
+        raise ValueError(f"SAM2 checkpoint {path} does not match config {config!r}: " + "; ".join(parts) + "." + hint)
     model.load_state_dict(state, strict=True)
 
 
@@ -380,8 +367,7 @@ def _build(
 
         if isinstance(err, MissingConfigException):
             raise ValueError(
-                f"SAM2 config {hydra_name!r} not found in the sam2 package; known: "
-                f"{sorted(OFFICIAL_CONFIGS)}"
+                f"SAM2 config {hydra_name!r} not found in the sam2 package; known: {sorted(OFFICIAL_CONFIGS)}"
             ) from err
         raise
     if state is not None:
@@ -430,7 +416,13 @@ def load_sam2(
             checkpoint that does not match the config (wrong size or version).
     """
     return _build(
-        "build_sam2", config, checkpoint, device, image_size, overrides, mode,
+        "build_sam2",
+        config,
+        checkpoint,
+        device,
+        image_size,
+        overrides,
+        mode,
         apply_postprocessing,
     )
 
@@ -450,8 +442,14 @@ def load_sam2_video_predictor(
     errors are those of :func:`load_sam2`.
     """
     return _build(  # type: ignore[return-value]
-        "build_sam2_video_predictor", config, checkpoint, device, image_size, overrides,
-        mode, apply_postprocessing,
+        "build_sam2_video_predictor",
+        config,
+        checkpoint,
+        device,
+        image_size,
+        overrides,
+        mode,
+        apply_postprocessing,
     )
 
 

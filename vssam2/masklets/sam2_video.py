@@ -218,7 +218,11 @@ class SAM2VideoSource(MaskletSource):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)  # random-weight models (checkpoint None) are reproducible
                 self._predictor = load_sam2_video_predictor(
-                    self.sam2_config, self.checkpoint, device=self.device, image_size=self.image_size, overrides=self.overrides
+                    self.sam2_config,
+                    self.checkpoint,
+                    device=self.device,
+                    image_size=self.image_size,
+                    overrides=self.overrides,
                 )
         return self._predictor
 

@@ -16,8 +16,9 @@ proposals equal those computed from scratch.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def prime_image_predictor(predictor: SAM2ImagePredictor, backbone_out: dict[str, Any], orig_hw: tuple[int, int]) -> None:
+def prime_image_predictor(
+    predictor: SAM2ImagePredictor, backbone_out: dict[str, Any], orig_hw: tuple[int, int]
+) -> None:
     """Sets ``predictor``'s image features from ``backbone_out`` like ``set_image`` does."""
     model = predictor.model
     predictor.reset_predictor()
@@ -106,13 +109,17 @@ class StockProposer:
         check_sam2_private_api()
         model = model_or_predictor.model if isinstance(model_or_predictor, SAM2ImagePredictor) else model_or_predictor
         if not isinstance(model, SAM2Base):
-            raise TypeError(f"StockProposer needs a SAM2 model or SAM2ImagePredictor, got {type(model_or_predictor).__name__}")
+            raise TypeError(
+                f"StockProposer needs a SAM2 model or SAM2ImagePredictor, got {type(model_or_predictor).__name__}"
+            )
         self.model = model
         self.params = params if params is not None else ProposalParams()
         self.generator = sam2_generator(model, self.params)
 
     @contextmanager
-    def _timed_set_image(self, backbone_out: dict[str, Any] | None, orig_hw: tuple[int, int], timings: dict[str, float]) -> Iterator[None]:
+    def _timed_set_image(
+        self, backbone_out: dict[str, Any] | None, orig_hw: tuple[int, int], timings: dict[str, float]
+    ) -> Iterator[None]:
         """Routes the generator's ``set_image`` through a timer, or through ``backbone_out``."""
         predictor = self.generator.predictor
         original = predictor.set_image

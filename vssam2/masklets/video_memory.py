@@ -18,7 +18,8 @@ propagation never reads them again), so memory stays bounded by the memory bank.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,7 +32,9 @@ FrameResize = Literal["bilinear", "pil"]
 RESIZES: tuple[FrameResize, ...] = ("bilinear", "pil")
 
 
-def preprocess_video_frame(frame: torch.Tensor, image_size: int, resize: FrameResize = "bilinear", device: str | torch.device = "cpu") -> torch.Tensor:
+def preprocess_video_frame(
+    frame: torch.Tensor, image_size: int, resize: FrameResize = "bilinear", device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """(H, W, 3) uint8 → (3, S, S) float32 normalised model input.
 
     ``resize="pil"`` reproduces ``sam2.utils.misc._load_img_as_tensor`` + normalisation
@@ -114,11 +117,16 @@ def init_state_from_frames(
     return state
 
 
-def append_frames(predictor: SAM2VideoPredictor, state: dict[str, Any], frames: torch.Tensor | Sequence[torch.Tensor]) -> None:
+def append_frames(
+    predictor: SAM2VideoPredictor, state: dict[str, Any], frames: torch.Tensor | Sequence[torch.Tensor]
+) -> None:
     """Appends (T, H, W, 3) uint8 frames to a state (streaming)."""
     for frame in frames:
         if tuple(frame.shape[:2]) != (state["video_height"], state["video_width"]):
-            raise ValueError(f"frame of size {tuple(frame.shape[:2])} in a video of size {(state['video_height'], state['video_width'])}")
+            raise ValueError(
+                f"frame of size {tuple(frame.shape[:2])} in a video of size "
+                f"{(state['video_height'], state['video_width'])}"
+            )
         state["images"].append(preprocess_video_frame(frame, predictor.image_size, state["resize"], state["device"]))
     _update_num_frames(state)
 
@@ -137,7 +145,9 @@ def append_encoded_frame(state: dict[str, Any], image: torch.Tensor, backbone_ou
     return frame_idx
 
 
-def encode_frame(predictor: SAM2VideoPredictor, state: dict[str, Any], frame_idx: int) -> tuple[torch.Tensor, dict[str, Any]]:
+def encode_frame(
+    predictor: SAM2VideoPredictor, state: dict[str, Any], frame_idx: int
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Image features of a frame (computed once, cached like ``_get_image_feature`` does).
 
     Returns ``(image (1, 3, S, S), backbone_out)``; the frame's image is then dropped from the
@@ -197,7 +207,9 @@ def track_frame(predictor: SAM2VideoPredictor, state: dict[str, Any], frame_idx:
 
 
 @torch.inference_mode()
-def add_mask_prompt(predictor: SAM2VideoPredictor, state: dict[str, Any], frame_idx: int, obj_id: int, mask: torch.Tensor) -> None:
+def add_mask_prompt(
+    predictor: SAM2VideoPredictor, state: dict[str, Any], frame_idx: int, obj_id: int, mask: torch.Tensor
+) -> None:
     """``predictor.add_new_mask`` on a frame not tracked yet, without its video-res output.
 
     sam2's ``add_new_mask`` consolidates every object's output at video resolution after each

@@ -32,7 +32,9 @@ class VSSMetrics(nn.Module):
         self.num_classes = config.num_classes
         self.ignore_index = config.ignore_index
         self.iou = SemanticIoU(config.num_classes, config.ignore_index)
-        self.boundary = BoundaryIoU(config.num_classes, config.boundary_width, config.boundary_mode, config.ignore_index)
+        self.boundary = BoundaryIoU(
+            config.num_classes, config.boundary_width, config.boundary_mode, config.ignore_index
+        )
         # One metric for every window length: they share one pass over the frames.
         self.consistency = (
             VideoConsistency(config.vc_lengths, config.vc_windows, config.num_classes, config.ignore_index)
@@ -40,9 +42,7 @@ class VSSMetrics(nn.Module):
             else None
         )
 
-    def update(
-        self, preds: torch.Tensor, target: torch.Tensor, video: str, start: int = 0, last: bool = False
-    ) -> None:
+    def update(self, preds: torch.Tensor, target: torch.Tensor, video: str, start: int = 0, last: bool = False) -> None:
         """Adds one chunk of a video: (L, H, W) predicted and GT ids of frames start…start+L−1."""
         preds, target = check_pair(preds, target, self.num_classes, self.ignore_index)  # once for all
         if self.consistency is not None:  # a chunk out of order must not update the other metrics either

@@ -166,6 +166,5 @@ class VideoConsistency(Metric):
 
     def forward(self, *args, **kwargs):  # noqa: D102
         raise RuntimeError(
-            "VideoConsistency has no per-batch value (windows span chunks): call update() per chunk, "
-            "then compute()"
+            "VideoConsistency has no per-batch value (windows span chunks): call update() per chunk, then compute()"
         )

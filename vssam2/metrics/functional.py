@@ -164,7 +164,11 @@ def confusion_matrix(
 
 
 def confusion_from_histograms(
-    preds: torch.Tensor, hist: torch.Tensor, uncovered: torch.Tensor | None, num_classes: int, ignore_index: int = IGNORE_INDEX
+    preds: torch.Tensor,
+    hist: torch.Tensor,
+    uncovered: torch.Tensor | None,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Confusion matrix of a masklet painting, from per-masklet GT histograms (no pixel maps).
 
@@ -212,7 +216,8 @@ def mean_iou(confmat: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_iou(confmat: torch.Tensor) -> torch.Tensor:
-    """WIoU (frequency-weighted IoU) = Σ_c freq_c · IoU_c, freq_c = GT pixels of c / all valid GT pixels (NaN if none)."""
+    """WIoU (frequency-weighted IoU) = Σ_c freq_c · IoU_c, freq_c = GT pixels of c / all valid GT
+    pixels (NaN if none)."""
     iou = iou_from_confusion(confmat)
     gt_pixels = confmat.double().sum(dim=1)
     total = gt_pixels.sum()
@@ -454,9 +459,7 @@ def advance_stable_runs(
     return runs, counts
 
 
-def consistency_window_counts(
-    preds: torch.Tensor, target: torch.Tensor, n: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def consistency_window_counts(preds: torch.Tensor, target: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Counts of every n-frame window of an ordered run of frames (Eq. 4).
 
     A pixel is GT-stable in a window if its GT is equal over the n frames (ignore pixels are
