@@ -9,7 +9,9 @@ The entry points (``train.py``, ``evaluate.py`` and every ``python -m vssam2.*``
   ``LeafSpec``, sam2's use of ``torch.jit.script``), which no vssam2 user can act on;
 - Lightning's warning that an ``IterableDataset`` with ``__len__`` may be miscounted with
   several workers: our chunk streams split videos whole between workers and ``__len__`` is
-  the exact total.
+  the exact total;
+- Lightning's warning that modules are in eval mode when training starts: the frozen encoders
+  of the masklet classifiers stay in eval mode on purpose (no dropout, fixed norm statistics).
 """
 
 from __future__ import annotations
@@ -38,3 +40,4 @@ def quiet_dependency_chatter() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
