@@ -8,6 +8,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from callbacks.run_dir import run_directory, wandb_logger
+from vssam2 import label_kernels
 from vssam2.labels import vspw_classes
 from vssam2.metrics import METRIC_NAMES
 from vssam2.replay import PredictionReplay
@@ -53,6 +54,8 @@ class ResultsWriter(Callback):
             "videos": report.videos,
             "frames": report.frames,
             "metric_config": report.metrics.to_dict(),
+            # Provenance: the numbers are the same either way (tests/test_kernels_off.py).
+            "compiled_kernels": label_kernels.AVAILABLE,
         }
         if report.cost is not None:
             extra["refinement_cost"] = report.cost

@@ -4,6 +4,7 @@ W&B offline files, and 2-process DDP giving the same numbers as 1 process."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from metric_reference import ref_boundary_iou_image, ref_iou, ref_video_consiste
 from PIL import Image
 
 from evaluate import main as evaluate_main
+from vssam2 import label_kernels
 from vssam2.labels import raw_to_eval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +108,11 @@ def test_wandb_offline_files(synthetic_root: Path, tmp_path: Path, monkeypatch: 
     assert list(media.rglob("*mask*")) or list((media / "images").rglob("*/*.png")), "segmentation masks not logged"
 
 
-def test_ddp_two_processes_equal_one(synthetic_root: Path, tmp_path: Path):
+def test_ddp_two_processes_without_kernels_equal_one_with(synthetic_root: Path, tmp_path: Path):
+    """evaluate.py on 2 DDP processes with the compiled kernels switched off (VSSAM2_NO_KERNELS=1,
+    as on a machine without a C compiler) gives the numbers of 1 process with them, bit for bit:
+    the sharding by whole videos and the numpy / torch fallbacks both change nothing."""
+
     def run(out: Path, devices: int) -> dict:
         args = eval_args(
             synthetic_root,
@@ -121,13 +127,14 @@ def test_ddp_two_processes_equal_one(synthetic_root: Path, tmp_path: Path):
             "false",
         )
         if devices > 1:  # DDP needs its own processes; one process runs here, the same code path
-            run_command(str(REPO / "evaluate.py"), *args)
+            run_command(str(REPO / "evaluate.py"), *args, env={**os.environ, "VSSAM2_NO_KERNELS": "1"})
         else:
             evaluate_main(args)
         return json.loads((out / "synthetic_eval" / "version_0" / "results.json").read_text())
 
     one = run(tmp_path / "one", 1)
     two = run(tmp_path / "two", 2)
+    assert one["compiled_kernels"] == label_kernels.AVAILABLE and two["compiled_kernels"] is False
     assert one["frames"] == two["frames"] and one["videos"] == two["videos"] == 3
     assert one["methods"] == two["methods"]  # bitwise-identical numbers, per-class IoU included
 
