@@ -68,7 +68,7 @@ import vssam2.masklets.sam2_video as sam2_video_mod  # noqa: E402
 from vssam2.masklets.aggregator import aggregate_masks  # noqa: E402
 from vssam2.masklets.cache import MaskletCache  # noqa: E402
 from vssam2.masklets.proposals import ProposalParams  # noqa: E402
-from vssam2.masklets.random_weights import keep_objects, sharpen_masks  # noqa: E402
+from vssam2.masklets.random_weights import keep_objects, random_weight_params, sharpen_masks  # noqa: E402
 from vssam2.masklets.sam2_model import TINY_TEST_CONFIG  # noqa: E402
 from vssam2.masklets.sam2_video import SAM2VideoSource  # noqa: E402
 from vssam2.masklets.stock_proposer import StockProposer  # noqa: E402
@@ -405,14 +405,7 @@ def main() -> int:
     if args.study_params:
         params = ProposalParams(points_per_side=args.points, points_per_batch=args.points_per_batch)
     else:
-        params = ProposalParams(
-            points_per_side=args.points,
-            points_per_batch=args.points_per_batch,
-            pred_iou_thresh=0.0,
-            stability_score_thresh=0.5,
-            stability_score_offset=0.5,
-            box_nms_thresh=1.0,
-        )
+        params = random_weight_params(args.points, args.points_per_batch)
 
     source = SAM2VideoSource(
         config,

@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from vssam2.masklets.fast_proposer import FastProposer  # noqa: E402
 from vssam2.masklets.proposals import ProposalParams  # noqa: E402
-from vssam2.masklets.random_weights import sharpen_masks  # noqa: E402
+from vssam2.masklets.random_weights import random_weight_params, sharpen_masks  # noqa: E402
 from vssam2.masklets.sam2_model import TINY_TEST_CONFIG, load_sam2  # noqa: E402
 from vssam2.masklets.stock_proposer import sam2_generator  # noqa: E402
 
@@ -153,14 +153,7 @@ def main() -> int:
     if args.study_params:
         params = ProposalParams(points_per_side=args.points, points_per_batch=args.points_per_batch)
     else:
-        params = ProposalParams(
-            points_per_side=args.points,
-            points_per_batch=args.points_per_batch,
-            pred_iou_thresh=0.0,
-            stability_score_thresh=0.5,
-            stability_score_offset=0.5,
-            box_nms_thresh=1.0,
-        )
+        params = random_weight_params(args.points, args.points_per_batch)
     frame = make_frame(height, width)
     print(
         f"model {config} @ {size}, frame {height}x{width}, {args.points}x{args.points} points, "

@@ -2,13 +2,16 @@
 
 A randomly initialised SAM2 predicts faint, noise-like mask logits and "no object" after the
 keyframe, so nothing survives thresholds and propagation yields empty masks. These two
-adjustments keep the whole pipeline exercised; they are never applied to real checkpoints.
+adjustments, and thresholds a random model's masks can pass, keep the whole pipeline
+exercised; they are never applied to real checkpoints.
 """
 
 from __future__ import annotations
 
 import torch
 from sam2.modeling.sam2_base import SAM2Base
+
+from vssam2.masklets.proposals import ProposalParams
 
 
 def sharpen_masks(model: SAM2Base, scale: float = 30.0) -> None:
@@ -24,3 +27,17 @@ def keep_objects(model: SAM2Base, bias: float = 10.0) -> None:
     last = head if isinstance(head, torch.nn.Linear) else head.layers[-1]
     with torch.no_grad():
         last.bias.fill_(bias)
+
+
+def random_weight_params(points_per_side: int, points_per_batch: int = 64) -> ProposalParams:
+    """Proposal thresholds that a sharpened random-weight model's masks pass: no predicted-IoU
+    threshold, stability 0.5 at offset 0.5, no box NMS (the study's 0.6 / 0.8 / 0.9 / 0.7 reject
+    every random mask)."""
+    return ProposalParams(
+        points_per_side=points_per_side,
+        points_per_batch=points_per_batch,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.5,
+        stability_score_offset=0.5,
+        box_nms_thresh=1.0,
+    )
