@@ -62,8 +62,8 @@ class KeyframeRecorder(SAM2VideoSource):
 
             predictor.forward_image = counting
 
-    def _keyframe(self, frame):
-        masks = super()._keyframe(frame)
+    def _keyframe(self, *args):
+        masks = super()._keyframe(*args)
         self.window_ids.append(self._ids.tolist())
         return masks
 

@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -55,13 +57,54 @@ from vssam2.masklets.stock_proposer import preprocess_frame
 from vssam2.masklets.video_memory import (
     add_mask_prompt,
     append_encoded_frame,
-    append_frames,
     init_state_from_frames,
     track_frame,
 )
 
 ProposerKind = Literal["stock", "fast"]
 PROPOSERS: tuple[ProposerKind, ...] = ("stock", "fast")
+
+
+@dataclass
+class EncodedFrame:
+    """One frame's model input and image-encoder output, shared by every consumer of the frame.
+
+    Attributes:
+        image: (1, 3, S, S) float32 model input (sam2's image-predictor preprocessing).
+        backbone_out: ``predictor.forward_image(image)``.
+    """
+
+    image: torch.Tensor
+    backbone_out: dict[str, Any]
+
+
+class FrameWork(Protocol):
+    """Where a SAM2 source gets a frame's encoding and a keyframe's proposals.
+
+    A source on its own computes both itself; :class:`vssam2.masklets.sharing.SharedFrameWork`
+    hands several sources of one model (the values of a sweep) the same encoder pass and one
+    prompt decoding per frame.
+    """
+
+    def encoded(self, source: SAM2VideoSource, frame: torch.Tensor, t: int) -> EncodedFrame:
+        """The encoding of video frame ``t`` (``frame``: (H, W, 3) uint8)."""
+
+    def proposals(self, source: SAM2VideoSource, frame: torch.Tensor, t: int, encoded: EncodedFrame) -> Proposals:
+        """``source``'s automatic proposals on keyframe ``t``."""
+
+
+class OwnWork:
+    """A source computing its own encodings and proposals (nothing shared)."""
+
+    def encoded(self, source: SAM2VideoSource, frame: torch.Tensor, t: int) -> EncodedFrame:
+        return source.encode(frame)
+
+    def proposals(self, source: SAM2VideoSource, frame: torch.Tensor, t: int, encoded: EncodedFrame) -> Proposals:
+        return source.proposer.propose(frame, backbone_out=encoded.backbone_out)
+
+
+#: Called with (video frame index, frame, its encoding) for every frame a SAM2 source encodes.
+FrameListener = Callable[[int, torch.Tensor, EncodedFrame], None]
 
 
 def stitch_ids(
@@ -203,6 +246,10 @@ class SAM2VideoSource(MaskletSource):
         self._predictor = None
         self._proposer = None
         self.timings: dict[str, float] = {}
+        #: Where encodings and proposals come from (a sweep shares them between its values).
+        self.work: FrameWork = OwnWork()
+        #: Told about every encoded frame (e.g. the feature cache written in the same pass).
+        self.frame_listeners: list[FrameListener] = []
         self._reset_video_state()
 
     # ------------------------------------------------------------------ model
@@ -308,29 +355,43 @@ class SAM2VideoSource(MaskletSource):
             return track_frame_batched(self.predictor, state, frame_idx)
         return track_frame(self.predictor, state, frame_idx)
 
+    def is_keyframe(self, t: int) -> bool:
+        """Whether video frame ``t`` starts a window (proposals are made there)."""
+        return t % self.window == 0
+
+    def encode(self, frame: torch.Tensor) -> EncodedFrame:
+        """Preprocesses and encodes one (H, W, 3) uint8 frame (under this source's autocast)."""
+        predictor = self.predictor
+        with torch.inference_mode(), self._autocast():
+            image = preprocess_frame(frame, predictor.image_size, predictor.device)
+            return EncodedFrame(image, predictor.forward_image(image))
+
     def _process_frame(self, frame: torch.Tensor, t: int) -> torch.Tensor:
         """Segment map (H, W) int32 of video frame ``t``."""
+        t0 = time.perf_counter()
+        encoded = self.work.encoded(self, frame, t)
+        self._tick("encoder", t0)
+        for listener in self.frame_listeners:
+            listener(t, frame, encoded)
         local = t % self.window
         if local == 0:
-            masks = self._keyframe(frame)
+            masks = self._keyframe(frame, t, encoded)
         elif self._state is None:  # the window has no objects
             masks = torch.zeros((0, *frame.shape[:2]), dtype=torch.bool)
         else:
             t0 = time.perf_counter()
-            append_frames(self.predictor, self._state, frame[None])
-            masks = self._track(self._state, local)[:, 0] > 0
+            idx = append_encoded_frame(self._state, encoded.image, encoded.backbone_out)
+            masks = self._track(self._state, idx)[:, 0] > 0
             self._tick("propagation", t0)
         self._last_masks = masks
         return self._paint(masks)
 
-    def _keyframe(self, frame: torch.Tensor) -> torch.Tensor:
+    def _keyframe(self, frame: torch.Tensor, t: int, encoded: EncodedFrame) -> torch.Tensor:
         """Proposals on a keyframe, stitched to the previous masklets; returns (N, H, W) masks."""
         predictor = self.predictor
         height, width = frame.shape[:2]
+        image, backbone_out = encoded.image, encoded.backbone_out
         t0 = time.perf_counter()
-        image = preprocess_frame(frame, predictor.image_size, predictor.device)
-        backbone_out = predictor.forward_image(image)
-        t0 = self._tick("encoder", t0)
 
         # The previous masklets on this keyframe.
         prev_masks = self._last_masks
@@ -342,7 +403,7 @@ class SAM2VideoSource(MaskletSource):
         if prev_masks is None:
             prev_masks = torch.zeros((0, height, width), dtype=torch.bool)
 
-        proposals: Proposals = self.proposer.propose(frame, backbone_out=backbone_out)
+        proposals: Proposals = self.work.proposals(self, frame, t, encoded)
         for key, value in proposals.timings.items():
             self.timings[f"proposals/{key}"] = self.timings.get(f"proposals/{key}", 0.0) + value
         t0 = self._tick("proposals", t0)
