@@ -3,20 +3,29 @@
 On top of Lightning's CLI it adds the run's loggers: unless the config sets
 ``trainer.logger`` itself, a run logs to CSV and to W&B (offline by default; nothing leaves
 the machine until ``wandb sync``) under ``<trainer.default_root_dir>/<run.name>/version_N/``,
-which is also where reports land.
+which is also where reports land. Every logger also gets the whole parsed configuration and
+the software it ran on (:class:`RunConfigCallback`; the layout is in docs/design.md, "What a
+run records").
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
+import platform
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal, get_args
 
+import torch
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
+import vssam2
 from vssam2.console import quiet_dependency_chatter
+from vssam2.host_kernels import compiled_kernels
 
 WandbMode = Literal["offline", "online", "disabled"]
 WANDB_MODES: tuple[WandbMode, ...] = get_args(WandbMode)
@@ -53,8 +62,152 @@ def run_loggers(root: str, name: str, wandb_mode: WandbMode, wandb_project: str)
     return loggers
 
 
+# The top-level keys the run's loggers get beside the modules' own hyperparameters.
+CONFIG_KEY = "config"
+ENV_KEY = "env"
+
+# Distributions whose version can change a number; the first installed name of each entry counts.
+VERSIONED: dict[str, tuple[str, ...]] = {
+    "vssam2": ("vssam2",),
+    "torch": ("torch",),
+    "sam2": ("sam2", "SAM-2"),
+    "lightning": ("lightning",),
+    "numpy": ("numpy",),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"),
+}
+
+
+def _distribution_version(names: tuple[str, ...]) -> str | None:
+    """The version of the first installed distribution among ``names``, None if none is."""
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def git_commit(root: Path | None = None) -> str | None:
+    """The commit checked out in the git checkout at ``root`` (by default the folder holding
+    this package, i.e. a source checkout of vssam2).
+
+    Read from the files under ``root/.git`` (loose ref, packed refs, detached HEAD, worktrees),
+    so no git process runs. Only ``root`` itself is looked at, not its parents: a vssam2
+    installed into a virtual environment inside some other checkout must not report that
+    checkout's commit. None when ``root`` is not a git checkout (an installed wheel) or the ref
+    cannot be resolved (a fresh repository without commits). Uncommitted changes are not seen.
+    """
+    folder = (root or Path(vssam2.__file__).resolve().parents[1]).resolve()
+    dot_git = folder / ".git"
+    if not dot_git.exists():
+        return None
+    git_dir = dot_git
+    if dot_git.is_file():  # a worktree or submodule: ".git" names the real folder
+        text = dot_git.read_text().strip()
+        if not text.startswith("gitdir:"):
+            return None
+        git_dir = (folder / text[len("gitdir:") :].strip()).resolve()
+    common = git_dir
+    if (git_dir / "commondir").is_file():  # a worktree keeps its branches in the main repository
+        common = (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+    except OSError:
+        return None
+    if not head.startswith("ref:"):
+        return head or None  # detached HEAD holds the commit itself
+    ref = head[len("ref:") :].strip()
+    for base in (git_dir, common):
+        loose = base / ref
+        if loose.is_file():
+            return loose.read_text().strip() or None
+    packed = common / "packed-refs"
+    if packed.is_file():
+        for line in packed.read_text().splitlines():
+            commit, _, name = line.partition(" ")
+            if name.strip() == ref:
+                return commit
+    return None
+
+
+def run_environment(trainer: Trainer) -> dict[str, Any]:
+    """What a run's numbers depend on besides its parsed config: code, library versions, kernels.
+
+    Keys: ``git_commit`` (None outside a git checkout), ``python``, one version per entry of
+    :data:`VERSIONED` (None where not installed), ``device`` (the trainer's root device) and
+    ``compiled_kernels`` (whether the compiled label-map kernels run on that device, as
+    :func:`vssam2.host_kernels.compiled_kernels` decides for its tensors).
+    """
+    device = trainer.strategy.root_device
+    return {
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        **{key: _distribution_version(names) for key, names in VERSIONED.items()},
+        "device": str(device),
+        "compiled_kernels": compiled_kernels(torch.empty(0, device=device)),
+    }
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Lightning's config.yaml, plus the same parsed config and the run's environment in every logger.
+
+    Each logger's hyperparameters get two top-level keys beside those the LightningModule and
+    the datamodule log themselves (``save_hyperparameters``): :data:`CONFIG_KEY`, the whole
+    parsed configuration as a nested JSON-safe dict (``model``, ``data``, ``trainer`` with its
+    callbacks as ``class_path`` / ``init_args``, ``run``, ``seed_everything``, ``ckpt_path``…:
+    what config.yaml holds, plus the targets of linked arguments), and :data:`ENV_KEY`,
+    :func:`run_environment`. Lightning calls :meth:`save_config` once, on rank 0, in the
+    trainer's setup (not at all under ``fast_dev_run``, which also logs nothing).
+    """
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Logs the parsed config and the environment to every logger of ``trainer``.
+
+        Raises:
+            ValueError: if the module or the datamodule logs a hyperparameter named
+                :data:`CONFIG_KEY` or :data:`ENV_KEY`: Lightning would overwrite this record with it.
+        """
+        modules: list[LightningModule | LightningDataModule] = [pl_module]
+        if trainer.datamodule is not None:
+            modules.append(trainer.datamodule)
+        for module in modules:
+            taken = {CONFIG_KEY, ENV_KEY} & set(module.hparams_initial)
+            if taken:
+                raise ValueError(
+                    f"{type(module).__name__} saves the hyperparameter(s) {sorted(taken)}, which the run's "
+                    f"loggers keep for the parsed config and the environment (vssam2.cli.RunConfigCallback): "
+                    f"rename the argument"
+                )
+        # jsonargparse's own serialisation (the one config.yaml is written with) makes paths and
+        # class configs plain JSON. Targets of linked arguments stay in: config.yaml leaves them
+        # out because parsing it back sets them, but here they are values a number depends on.
+        parsed = json.loads(self.parser.dump(self.config, format="json", skip_none=False, skip_link_targets=False))
+        record = {CONFIG_KEY: parsed, ENV_KEY: run_environment(trainer)}
+        for logger in trainer.loggers:
+            logger.log_hyperparams(record)
+
+
 class VSSCLI(LightningCLI):
-    """LightningCLI with vssam2's run options (``--run.name``, ``--run.wandb``) and default callbacks."""
+    """LightningCLI with vssam2's run options (``--run.name``, ``--run.wandb``), default callbacks,
+    and the parsed config + environment in every logger (:class:`RunConfigCallback`)."""
+
+    def __init__(
+        self,
+        model_class: type[LightningModule] | None = None,
+        datamodule_class: type[LightningDataModule] | None = None,
+        save_config_callback: type[SaveConfigCallback] | None = RunConfigCallback,
+        **kwargs: Any,
+    ) -> None:
+        """Takes the arguments of :class:`LightningCLI`, config saving through :class:`RunConfigCallback`.
+
+        Args:
+            model_class: base class of the model.
+            datamodule_class: base class of the datamodule.
+            save_config_callback: the callback that saves the config (None: none is saved or logged).
+            kwargs: the other arguments of :class:`LightningCLI`.
+        """
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(model_class, datamodule_class, save_config_callback=save_config_callback, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.name", type=str, default="vssam2", help="Run name: runs/<name>/version_N/")
@@ -106,7 +259,6 @@ def cli_main(
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
-        save_config_kwargs={"overwrite": True},
         **kwargs,
     )
     # Close the W&B run: Lightning leaves it open, and a later run in the same process (a
@@ -151,7 +303,6 @@ def train_main(
         subclass_mode_data=True,
         args=args,
         run=False,
-        save_config_kwargs={"overwrite": True},
         trainer_defaults={"callbacks": list(callbacks)},
     )
     try:
