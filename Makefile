@@ -43,7 +43,7 @@ demo: $(STAMP)
 	$(STAGE)"[7/11] Refinement with oracle masklets: base and refined rows side by side"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/refine_synthetic.yaml
 	$(STAGE)"[8/11] Masklet-source ablation: oracle vs superpixels vs SAM2"
-	@$(PY) -m vssam2.ablation --config configs/ablation/sources_synthetic.yaml
+	@$(PY) evaluate.py test --config configs/ablation/sources_synthetic.yaml
 	$(STAGE)"[9/11] Masklet cache, train split: superpixels (for the classifier)"
 	@$(PY) -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml --split train
 	$(STAGE)"[10/11] Feature cache of the tiny SAM2 encoder (train and val)"

@@ -3,9 +3,11 @@ class paths import), and a new config file cannot be added without being listed 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from evaluate import main as evaluate_main
 
@@ -22,12 +24,19 @@ EVALUATE = {
     "refine_vspw.yaml": ["vspw.yaml"],
 }
 MASKLETS = ["oracle_synthetic.yaml", "superpixel_synthetic.yaml", "sam2_tiny_synthetic.yaml", "sam2_vspw.yaml"]
+# Sweeps (evaluate.py test with vssam2.sweep.MaskletSweep).
 ABLATION = [
     "grid_synthetic.yaml",
     "iou_synthetic.yaml",
+    "min_share_synthetic.yaml",
     "sources_synthetic.yaml",
     "stability_synthetic.yaml",
+    "window_points_synthetic.yaml",
     "window_synthetic.yaml",
+    "iou_vspw.yaml",
+    "points_vspw.yaml",
+    "sources_vspw.yaml",
+    "stability_vspw.yaml",
     "window_vspw.yaml",
 ]
 # train/ and features/ configs are parsed in tests/test_classifier.py.
@@ -60,8 +69,18 @@ def test_masklet_configs_parse(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ABLATION)
-def test_ablation_configs_parse(name: str) -> None:
-    from vssam2.ablation import build_parser
+def test_ablation_configs_parse_and_expand(name: str, capsys) -> None:
+    """The sweep config parses with evaluate.py, and its grid expands on its source: every swept
+    parameter applies to the source, every point is distinct (no model is built)."""
+    from vssam2.sweep import build_source, expand_grid
 
-    config = build_parser().parse_args(["--config", str(CONFIGS / "ablation" / name)])
-    assert config.parameter and config["values"]
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["test", "--config", str(CONFIGS / "ablation" / name), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "vssam2.sweep.MaskletSweep"
+    init = config["model"]["init_args"]
+    source = build_source(init["source"]) if init.get("source") else None
+    data = config["data"]["init_args"]
+    points = expand_grid(init["grid"], source, data["clip_len"], "VSPW", data["num_classes"])
+    assert len(points) == math.prod(len(values) for values in init["grid"].values()) >= 2
