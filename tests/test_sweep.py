@@ -241,7 +241,8 @@ def test_bad_sweeps_fail_clearly_before_any_work(synthetic_root, tmp_path):
         with pytest.raises(error, match=match):
             run_sweep(config, tmp_path / "bad.yaml")
 
-    fails({"window": [4, 8]}, r"'window' does not apply to the source SuperpixelSource", AttributeError, source=SUPERPIXEL)
+    not_for_superpixels = r"'window' does not apply to the source SuperpixelSource"
+    fails({"window": [4, 8]}, not_for_superpixels, AttributeError, source=SUPERPIXEL)
     fails({"refinement.rule": ["vote"]}, r"refinement has no field 'rule'", source=SUPERPIXEL)
     fails({"n_segments": [50, 50]}, "same masklet configuration", source=SUPERPIXEL)
     fails({"n_segments": []}, "non-empty list", source=SUPERPIXEL)
@@ -251,7 +252,8 @@ def test_bad_sweeps_fail_clearly_before_any_work(synthetic_root, tmp_path):
 
 
 def test_masklet_cache_of_the_data_module_is_refused(grid_run, synthetic_root, tmp_path):
-    config = sweep_config(synthetic_root, tmp_path / "runs", tmp_path / "cache", {"n_segments": [50]}, source=SUPERPIXEL)
+    grid = {"n_segments": [50]}
+    config = sweep_config(synthetic_root, tmp_path / "runs", tmp_path / "cache", grid, source=SUPERPIXEL)
     config["data"]["init_args"]["masklet_cache"] = grid_run["first"]["points"][0]["cache_dir"]
     config["run"]["wandb"] = "disabled"
     with pytest.raises(ValueError, match="leave data.masklet_cache unset"):
