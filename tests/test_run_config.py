@@ -8,9 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import shutil
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 import yaml
 from lightning.pytorch import LightningModule, Trainer
 from test_evaluate_cli import eval_args
+from wandb_offline import read_offline_run
 
 import vssam2
 from datamodules import VSPWDataModule
@@ -33,74 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 REFINE_CONFIG = REPO / "configs" / "evaluate" / "refine_synthetic.yaml"
 TRAIN_CONFIG = REPO / "configs" / "train" / "isam2_tiny_synthetic.yaml"
 
-# The .wandb transaction log is a leveldb log (github.com/google/leveldb doc/log_format.md) with
-# W&B's file header: 32 KiB blocks of chunks (CRC-32 of type byte + data, length, type), a
-# protobuf Record split over FIRST / MIDDLE / LAST chunks where it crosses a block.
-HEADER = struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
-BLOCK = 32768
-CHUNK_HEADER = 7
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def wandb_records(path: Path) -> list[bytes]:
-    """The serialized records of a ``.wandb`` file, in the order they were written."""
-    raw = path.read_bytes()
-    assert raw[: len(HEADER)] == HEADER, f"{path}: not a W&B transaction log"
-    records, pending, index = [], b"", len(HEADER)
-    while index + CHUNK_HEADER <= len(raw):
-        left = BLOCK - index % BLOCK
-        if left < CHUNK_HEADER:  # zero trailer: the next chunk starts at the next block
-            index += left
-            continue
-        checksum, length, kind = struct.unpack("<IHB", raw[index : index + CHUNK_HEADER])
-        if kind == 0 and length == 0:  # preallocated, never written
-            break
-        data = raw[index + CHUNK_HEADER : index + CHUNK_HEADER + length]
-        assert checksum == zlib.crc32(data, zlib.crc32(bytes([kind]))), f"{path}: bad checksum at {index}"
-        index += CHUNK_HEADER + length
-        if kind == FULL:
-            records.append(data)
-        elif kind == FIRST:
-            pending = data
-        elif kind == MIDDLE:
-            pending += data
-        elif kind == LAST:
-            records.append(pending + data)
-        else:
-            raise AssertionError(f"{path}: unknown chunk type {kind} at {index}")
-    return records
-
 
 def wandb_run_config(run_dir: Path) -> dict[str, Any]:
-    """The run config W&B would sync: the run record's config, then every config update in order."""
-    from wandb.proto import wandb_internal_pb2
-
-    (log,) = run_dir.glob("run-*.wandb")
-    config: dict[str, Any] = {}
-
-    def apply(update: Any) -> None:
-        for item in update.update:
-            path = list(item.nested_key) or [item.key]
-            node = config
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = json.loads(item.value_json)
-        for item in update.remove:
-            path = list(item.nested_key) or [item.key]
-            node = config
-            for key in path[:-1]:
-                node = node[key]
-            node.pop(path[-1], None)
-
-    for data in wandb_records(log):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            apply(record.run.config)
-        elif kind == "config":
-            apply(record.config)
-    return config
+    """The run config W&B would sync (the run record's, then every update in order)."""
+    return read_offline_run(run_dir).config
 
 
 def offline_run(root: Path) -> Path:
