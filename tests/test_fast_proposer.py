@@ -335,3 +335,118 @@ def test_host_stability_and_threshold_equal_sam2s(monkeypatch, host):
         assert torch.equal(ours.nan_to_num(-1.0), theirs.nan_to_num(-1.0))
         assert torch.isnan(ours[3])
         assert torch.equal(_above(logits, threshold), logits > threshold)
+
+
+# ---------------------------------------------------------------------- propose_many
+SWEEP_BASE = {
+    "points_per_side": 8,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.5,
+    "stability_score_offset": 0.5,
+    "box_nms_thresh": 1.0,
+}
+SWEEPS = {
+    # name: the swept field and its values (the predicted IoUs of the tiny model lie near 0.5)
+    "pred_iou": ("pred_iou_thresh", (0.45, 0.0, 0.5, 0.49)),
+    "stability": ("stability_score_thresh", (0.6, 0.3, 0.0, 0.5)),
+    "box_nms": ("box_nms_thresh", (1.0, 0.5, 0.9, 0.7)),
+    "min_area": ("min_mask_region_area", (0, 40, 10, 100)),
+}
+
+
+class CountingDecoder:
+    """Forwards to a FastMaskDecoder and counts its prompt-decoding calls."""
+
+    def __init__(self, decoder: FastMaskDecoder) -> None:
+        self.decoder = decoder
+        self.calls = 0
+
+    def prepare(self, *args, **kwargs):
+        return self.decoder.prepare(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.decoder(*args, **kwargs)
+
+
+def assert_same(many, model, params_list, image, backbone_out, **options):
+    """Each result of propose_many is bit for bit what its own proposer's propose returns."""
+    assert len(many) == len(params_list)
+    lengths = []
+    for params, got in zip(params_list, many):
+        alone = FastProposer(model, params, **options).propose(torch.from_numpy(image), backbone_out=backbone_out)
+        assert torch.equal(got.masks, alone.masks), params
+        assert torch.equal(got.predicted_iou, alone.predicted_iou), params
+        assert torch.equal(got.stability, alone.stability), params
+        assert set(got.timings) >= {"encoder", "decoder", "postprocess", "upsample", "candidates", "nms"}
+        lengths.append(len(alone))
+    return lengths
+
+
+@pytest.mark.parametrize("lowres", [False, True], ids=["exact", "lowres"])
+@pytest.mark.parametrize("sweep", list(SWEEPS))
+def test_propose_many_equals_separate_proposers(model, image, sweep, lowres):
+    field, values = SWEEPS[sweep]
+    base = dict(SWEEP_BASE, points_per_side=4) if field == "min_mask_region_area" else SWEEP_BASE
+    params_list = [ProposalParams(**{**base, field: v}) for v in values]
+    own = ProposalParams(points_per_side=3)
+    proposer = FastProposer(model, own, lowres_stability=lowres)
+    counting = CountingDecoder(proposer.decoder)
+    proposer.decoder = counting
+    backbone_out = proposer.encode(torch.from_numpy(image))
+    many = proposer.propose_many(torch.from_numpy(image), params_list, backbone_out=backbone_out)
+    assert counting.calls == 1  # one group, one batch of points
+    lengths = assert_same(many, model, params_list, image, backbone_out, lowres_stability=lowres)
+    # the values give different proposals (counts, or the clean-up's masks), several masks each
+    assert max(lengths) > 1 and any(
+        a.masks.shape != b.masks.shape or not torch.equal(a.masks, b.masks) for a, b in zip(many, many[1:])
+    ), lengths
+    assert proposer.params is own
+    assert [s["kept"] for s in proposer.stats_many] == lengths and proposer.stats == proposer.stats_many[-1]
+
+
+@pytest.mark.parametrize("lowres", [False, True], ids=["exact", "lowres"])
+def test_propose_many_groups_decode_once_each(model, image, lowres):
+    """Two points_per_side groups (interleaved, one with two batches) and a negative threshold
+    (sam2 does not filter on it): two grid decodings, each element as its own proposer gives."""
+    params_list = [
+        ProposalParams(**{**SWEEP_BASE, "pred_iou_thresh": 0.47, "points_per_batch": 32}),
+        ProposalParams(**{**SWEEP_BASE, "points_per_side": 4, "stability_score_thresh": 0.3}),
+        ProposalParams(**{**SWEEP_BASE, "pred_iou_thresh": -1.0, "box_nms_thresh": 0.9, "points_per_batch": 32}),
+        ProposalParams(**{**SWEEP_BASE, "points_per_side": 4, "pred_iou_thresh": 0.5, "min_mask_region_area": 20}),
+        ProposalParams(**{**SWEEP_BASE, "stability_score_thresh": 0.7, "points_per_batch": 32}),
+    ]
+    proposer = FastProposer(model, lowres_stability=lowres)
+    counting = CountingDecoder(proposer.decoder)
+    proposer.decoder = counting
+    many = proposer.propose_many(torch.from_numpy(image), params_list)
+    assert counting.calls == 2 + 1  # 64 points in 2 batches of 32, 16 points in one
+    assert_same(many, model, params_list, image, None, lowres_stability=lowres)
+    assert [s["points"] for s in proposer.stats_many] == [64, 16, 64, 16, 64]
+
+    separate = 0  # what propose_many saves: each params decodes its grid
+    for params in params_list:
+        alone = FastProposer(model, params)
+        alone.decoder = CountingDecoder(alone.decoder)
+        alone.propose(torch.from_numpy(image))
+        separate += alone.decoder.calls
+    assert separate == 2 + 1 + 2 + 1 + 2
+    assert proposer.propose_many(torch.from_numpy(image), []) == []
+
+
+def test_propose_many_with_skip_covered_runs_each_params(model, image):
+    """skip_covered decodes by each params' filters: every element equals its own proposer's."""
+    params_list = [ProposalParams(**{**SWEEP_BASE, "points_per_batch": 16, "pred_iou_thresh": t}) for t in (0.0, 0.5)]
+    proposer = FastProposer(model, skip_covered=True)
+    counting = CountingDecoder(proposer.decoder)
+    proposer.decoder = counting
+    many = proposer.propose_many(torch.from_numpy(image), params_list)
+    decoded = [s["decoded"] for s in proposer.stats_many]
+    assert decoded[0] < 64 and decoded[0] != decoded[1]
+    assert counting.calls > 4  # per params, its own batches
+    assert_same(many, model, params_list, image, None, skip_covered=True)
+
+
+def test_propose_many_rejects_other_params(model, image):
+    with pytest.raises(TypeError, match=r"params\[1\]"):
+        FastProposer(model).propose_many(torch.from_numpy(image), [ProposalParams(), {"points_per_side": 4}])

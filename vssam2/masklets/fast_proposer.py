@@ -54,6 +54,13 @@ Options that depart from sam2: ``bf16`` (autocast of encoder and decoder in bflo
 ``skip_covered`` (points are decoded in batches of ``points_per_batch``; a later point that
 lies inside a mask that already passed the IoU and stability filters is not decoded; a
 departure from the paper's protocol, off by default).
+
+Threshold sweeps: :meth:`FastProposer.propose_many` gives several parameter sets' proposals of
+one frame, each exactly what its own :meth:`FastProposer.propose` gives, encoding once,
+decoding the grid once per group of equal ``points_per_side`` / ``points_per_batch`` /
+``mask_threshold`` / ``stability_score_offset``, and running the full-resolution pass once for
+the candidates the group's lowest predicted-IoU threshold passes; only each value's filters,
+NMS and clean-up are its own (``benchmarks/bench_threshold_sharing.py``).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -357,8 +365,9 @@ class FastProposer:
         upscale_chunk: prompts upscaled at once in the decoder (memory only).
 
     Attributes:
-        stats: counts of the last call: ``points``, ``decoded``, ``candidates``, ``after_iou``,
-            ``after_stability``, ``kept``.
+        stats: counts of the last call (of its last params for :meth:`propose_many`):
+            ``points``, ``decoded``, ``candidates``, ``after_iou``, ``after_stability``, ``kept``.
+        stats_many: the counts of every params of the last call, in its order.
     """
 
     def __init__(
@@ -379,6 +388,7 @@ class FastProposer:
         self.decoder = FastMaskDecoder(model, upscale_chunk=upscale_chunk)
         self.transforms = SAM2Transforms(resolution=model.image_size, mask_threshold=self.params.mask_threshold)
         self.stats: dict[str, int] = {}
+        self.stats_many: list[dict[str, int]] = []
 
     @property
     def device(self) -> torch.device:
@@ -405,59 +415,159 @@ class FastProposer:
         return feats[-1], feats[:-1]
 
     def _full_res_pass(
-        self, up: torch.Tensor, out: np.ndarray | None, py: torch.Tensor, px: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor, np.ndarray | torch.Tensor, torch.Tensor | None]:
-        """Filters and keeps full-resolution candidates: exact stability score and filter
-        (unless ``lowres_stability``), the binary masks of the stable ones, their boxes and,
-        with ``skip_covered``, which grid points they cover.
+        self,
+        up: torch.Tensor,
+        out: np.ndarray | None,
+        py: torch.Tensor,
+        px: torch.Tensor,
+        group: Sequence[ProposalParams],
+        chosen: torch.Tensor,
+    ) -> tuple[
+        torch.Tensor | None,
+        torch.Tensor,
+        torch.Tensor | None,
+        torch.Tensor,
+        np.ndarray | torch.Tensor,
+        torch.Tensor | None,
+    ]:
+        """Filters and keeps full-resolution candidates for a group of params: exact stability
+        score and each member's stability filter (unless ``lowres_stability``), the binary masks
+        of the rows some member keeps, their boxes and, with ``skip_covered``, which grid
+        points they cover.
 
         Args:
             up: (n, H, W) float full-resolution logits.
             out: (n, H, W) bool host scratch for the compares (None off the host).
             py, px: (P,) int64 pixel rows / columns of the grid points.
+            group: params sharing ``mask_threshold`` and ``stability_score_offset``.
+            chosen: (G, n) bool, the rows each member keeps so far (its IoU filter; with
+                ``lowres_stability`` its stability filter too).
 
         Returns:
-            (n,) stability scores of all candidates (None with ``lowres_stability``), (k, 4) boxes
-            of the stable ones, their masks as stored by :class:`_MaskStore`, and their (k, P)
-            bool grid-point hits (None without ``skip_covered``).
+            (n,) stability scores of all rows (None with ``lowres_stability``); (G, n) bool rows
+            each member keeps after its stability filter; the (k,) int64 rows some member keeps
+            (None: all); their (k, 4) boxes; their masks as stored by :class:`_MaskStore`; their
+            (k, P) bool grid-point hits (None without ``skip_covered``).
         """
-        p = self.params
-        stab, rows = None, None  # rows: the stable rows of ``up``, None for all
+        first = group[0]
+        stab = None
         if not self.lowres_stability:
-            stab = _stability_score(up, p.mask_threshold, p.stability_score_offset, out)
-            if p.stability_score_thresh > 0.0:
-                stable = stab >= p.stability_score_thresh
-                rows = None if bool(stable.all()) else stable.nonzero().flatten()
+            stab = _stability_score(up, first.mask_threshold, first.stability_score_offset, out)
+            chosen = _stable(chosen, stab, group)
+        needed = chosen.any(dim=0)  # (n,) bool
+        rows = None if bool(needed.all()) else needed.nonzero().flatten()
         # Kept, not recomputed after NMS: the survivors' masks are these very pixels. All rows
-        # are thresholded, then the small results picked: gathering the stable rows' logits
+        # are thresholded, then the small results picked: gathering the kept rows' logits
         # first cost a fresh float copy per batch (page faults) for no gain.
-        binary = _above(up, p.mask_threshold, out)  # (n, H, W) bool, in ``out`` on the host
+        binary = _above(up, first.mask_threshold, out)  # (n, H, W) bool, in ``out`` on the host
         boxes = _mask_boxes(binary)
         hits = binary[:, py, px] if self.skip_covered else None  # (n, P) bool
         if rows is not None:
             boxes = boxes[rows]
             hits = None if hits is None else hits[rows]
-        return stab, boxes, _MaskStore.pack(binary, rows), hits
+        return stab, chosen, rows, boxes, _MaskStore.pack(binary, rows), hits
 
     @torch.no_grad()
     def propose(self, image: torch.Tensor, backbone_out: dict[str, Any] | None = None) -> Proposals:
-        """(H, W, 3) uint8 RGB frame -> proposals (see the module docstring)."""
-        p = self.params
-        timings = {"encoder": 0.0, "decoder": 0.0, "postprocess": 0.0}
+        """(H, W, 3) uint8 RGB frame -> proposals (see the module docstring).
+
+        ``timings`` has the keys ``encoder``, ``decoder`` (prompt encoding and decoding),
+        ``postprocess`` and its parts ``upsample`` (bilinear upsampling of the candidates),
+        ``candidates`` (the rest of the per-candidate work: filters, stability, thresholds,
+        boxes, packing) and ``nms`` (NMS, the survivors' masks, small-region clean-up).
+        """
+        return self.propose_many(image, [self.params], backbone_out)[0]
+
+    @torch.no_grad()
+    def propose_many(
+        self, image: torch.Tensor, params: Sequence[ProposalParams], backbone_out: dict[str, Any] | None = None
+    ) -> list[Proposals]:
+        """Proposals of one frame for several params (the values of a threshold sweep), sharing
+        the work they share.
+
+        Element ``k`` is exactly (bit for bit, same order) what
+        ``FastProposer(model, params[k], ...same options...).propose(image, backbone_out)``
+        returns. Shared: the encoder (once, or ``backbone_out``) and the decoder's per-frame
+        preparation; prompt encoding and decoding once per group of params with equal
+        ``points_per_side``, ``points_per_batch``, ``mask_threshold`` and
+        ``stability_score_offset`` (``points_per_batch`` does not change the proposals, but
+        the decoder's matmuls may round differently with the batch's shape, so it splits groups
+        to keep the results bit-identical); within a group, the candidates some member's
+        predicted-IoU filter passes are upsampled, scored and thresholded once, and each
+        member then takes its own subset (its IoU and stability filters, in decode order, as
+        ``propose`` orders them), NMS, small-region clean-up and masks.
+
+        With ``skip_covered`` which points are decoded depends on each member's thresholds, so
+        past the encoder and the decoder's per-frame preparation nothing is shared: each
+        params is decoded and filtered as ``propose`` does it.
+
+        Args:
+            image: (H, W, 3) uint8 RGB frame.
+            params: the parameter sets; ``self.params`` is neither used nor changed.
+            backbone_out: ``model.forward_image`` of the frame (see :meth:`propose`), or None.
+
+        Returns:
+            One :class:`Proposals` per params, in the order of ``params``. Their ``timings``
+            (keys as :meth:`propose`'s) count shared work in every result that shares it: the
+            encoder in all, a group's decoding, ``upsample`` and ``candidates`` in each of its
+            members; ``nms`` is the member's own. ``self.stats`` is set to the last params'
+            counts and ``self.stats_many`` to the list of all.
+        """
+        params = list(params)
+        for i, p in enumerate(params):
+            if not isinstance(p, ProposalParams):
+                raise TypeError(f"FastProposer.propose_many: params[{i}] is a {type(p).__name__}, not ProposalParams")
+        if not params:
+            return []
         height, width = int(image.shape[0]), int(image.shape[1])
-        dev = self.device
 
         t0 = time.perf_counter()
         if backbone_out is None:
             backbone_out = self.encode(image)
-        timings["encoder"] = time.perf_counter() - t0
+        encoder_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         with self._autocast():
             image_embed, high_res = self._features(backbone_out)
             cache = self.decoder.prepare(image_embed, high_res)
+        prepare_s = time.perf_counter() - t0
+
+        groups: dict[Any, list[int]] = {}
+        for i, p in enumerate(params):
+            key = i if self.skip_covered else _group_key(p)
+            groups.setdefault(key, []).append(i)
+        results: dict[int, tuple[Proposals, dict[str, int]]] = {}
+        scratch = _Scratch()  # shared by the groups: fresh full-resolution buffers cost their page faults
+        for members in groups.values():
+            outputs = self._propose_group(cache, [params[i] for i in members], height, width, scratch)
+            for i, (proposals, counts) in zip(members, outputs):
+                proposals.timings["encoder"] = encoder_s
+                proposals.timings["decoder"] += prepare_s
+                results[i] = proposals, counts
+        self.stats_many = [results[i][1] for i in range(len(params))]
+        self.stats = self.stats_many[-1]
+        return [results[i][0] for i in range(len(params))]
+
+    def _propose_group(
+        self,
+        cache: _FrameCache,
+        group: Sequence[ProposalParams],
+        height: int,
+        width: int,
+        scratch: _Scratch,
+    ) -> list[tuple[Proposals, dict[str, int]]]:
+        """Decodes the point grid once for params of one group (equal :func:`_group_key`) and
+        returns each member's proposals and counts (``stats``), in the order of ``group``."""
+        first = group[0]
+        dev = self.device
+        shared = dict.fromkeys(("decoder", "upsample", "candidates"), 0.0)
+
+        t0 = time.perf_counter()
+        with self._autocast():
             # Prompts exactly as SAM2AutomaticMaskGenerator._process_batch builds them.
-            points = torch.as_tensor(point_grid(p.points_per_side, height, width), dtype=torch.float32, device=dev)
+            points = torch.as_tensor(
+                point_grid(first.points_per_side, height, width), dtype=torch.float32, device=dev
+            )  # (P, 2) x, y pixels
             coords = points.clone()
             coords[..., 0] = coords[..., 0] / width
             coords[..., 1] = coords[..., 1] / height
@@ -466,19 +576,20 @@ class FastProposer:
             sparse_all, _ = self.model.sam_prompt_encoder(
                 points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None
             )
-        timings["decoder"] += time.perf_counter() - t0
+        shared["decoder"] += time.perf_counter() - t0
 
         n_points = points.shape[0]
         px = points[:, 0].long().clamp_(0, width - 1)
         py = points[:, 1].long().clamp_(0, height - 1)
         covered = torch.zeros(n_points, dtype=torch.bool, device=dev)
-        up_buffer = torch.empty(0, device=dev)  # reused: a fresh ~50 MB output per batch costs its page faults again
-        kept_iou, kept_stab, kept_box = [], [], []
+        # sam2 filters on a threshold only when it is > 0: the candidates any member can keep
+        # pass the lowest threshold, or all of them when some member does not filter.
+        iou_floor = min(p.pred_iou_thresh for p in group)
+        kept_iou, kept_stab, kept_box, kept_chosen, n_iou = [], [], [], [], []
         kept_masks = _MaskStore(height, width, dev)
-        scratch = _Scratch()
-        n_decoded = n_cand = n_iou = 0
-        for start in range(0, n_points, p.points_per_batch):
-            idx = torch.arange(start, min(start + p.points_per_batch, n_points), device=dev)
+        n_decoded = n_cand = 0
+        for start in range(0, n_points, first.points_per_batch):
+            idx = torch.arange(start, min(start + first.points_per_batch, n_points), device=dev)
             if self.skip_covered:
                 idx = idx[~covered[idx]]
                 if idx.numel() == 0:
@@ -487,74 +598,133 @@ class FastProposer:
             with self._autocast():
                 low, iou = self.decoder(cache, sparse_all[idx])
             low, iou = low.float(), iou.float()
-            timings["decoder"] += time.perf_counter() - t0
+            shared["decoder"] += time.perf_counter() - t0
             n_decoded += idx.numel()
 
             t0 = time.perf_counter()
-            low = low.flatten(0, 1)
-            iou = iou.flatten(0, 1)
+            low = low.flatten(0, 1)  # (3B, 4h, 4w)
+            iou = iou.flatten(0, 1)  # (3B,)
             n_cand += iou.numel()
-            if p.pred_iou_thresh > 0.0:
-                keep = iou > p.pred_iou_thresh
+            if iou_floor > 0.0:
+                keep = iou > iou_floor
                 low, iou = low[keep], iou[keep]
-            n_iou += iou.numel()
+            chosen = torch.stack(
+                [
+                    iou > p.pred_iou_thresh if p.pred_iou_thresh > 0.0 else torch.ones_like(iou, dtype=torch.bool)
+                    for p in group
+                ]
+            )  # (G, n) bool
+            n_iou.append(chosen.sum(dim=1))
+            stab = None
             if self.lowres_stability:
-                stab = calculate_stability_score(low, p.mask_threshold, p.stability_score_offset)
-                if p.stability_score_thresh > 0.0:
-                    keep = stab >= p.stability_score_thresh
-                    low, iou, stab = low[keep], iou[keep], stab[keep]
-            boxes, stabs = [], []
+                stab = calculate_stability_score(low, first.mask_threshold, first.stability_score_offset)
+                chosen = _stable(chosen, stab, group)
+                needed = chosen.any(dim=0)
+                if not bool(needed.all()):
+                    low, iou, stab, chosen = low[needed], iou[needed], stab[needed], chosen[:, needed]
             batch = max(1, UPSAMPLE_PIXELS // (height * width))
             for j in range(0, low.shape[0], batch):  # full-res logits of a few masks at a time
-                up, up_buffer = _upsample_into(low[j : j + batch], height, width, up_buffer)
+                t1 = time.perf_counter()
+                up = scratch.upsample(low[j : j + batch], height, width)
+                shared["upsample"] += time.perf_counter() - t1
                 out = scratch.bools(tuple(up.shape)) if host_kernels(up) else None
                 # Not split over threads: numpy's compares and counts here did not scale on 2 cores.
-                stab_part, box, packed, hits = self._full_res_pass(up, out, py, px)
-                if stab_part is not None:
-                    stabs.append(stab_part)
-                boxes.append(box)
+                stab_part, chosen_part, rows, box, packed, hits = self._full_res_pass(
+                    up, out, py, px, group, chosen[:, j : j + batch]
+                )
+                iou_part = iou[j : j + batch]
+                if stab is not None:
+                    stab_part = stab[j : j + batch]
+                if rows is not None:
+                    iou_part, stab_part, chosen_part = iou_part[rows], stab_part[rows], chosen_part[:, rows]
+                kept_iou.append(iou_part)
+                kept_stab.append(stab_part)
+                kept_chosen.append(chosen_part)
+                kept_box.append(box)
                 kept_masks.append(packed)
                 if hits is not None:
                     covered |= hits.any(dim=0)
-            if not self.lowres_stability:
-                stab = torch.cat(stabs) if stabs else iou.new_zeros(0)
-                if p.stability_score_thresh > 0.0:
-                    keep = stab >= p.stability_score_thresh
-                    iou, stab = iou[keep], stab[keep]  # not ``low``: done with, and a copy is page faults
-            kept_iou.append(iou)
-            kept_stab.append(stab)
-            kept_box.append(torch.cat(boxes) if boxes else torch.zeros(0, 4, device=dev, dtype=torch.long))
-            timings["postprocess"] += time.perf_counter() - t0
+            shared["candidates"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        iou = torch.cat(kept_iou) if kept_iou else torch.zeros(0, device=dev)
-        stab = torch.cat(kept_stab) if kept_stab else torch.zeros(0, device=dev)
-        boxes = torch.cat(kept_box) if kept_box else torch.zeros(0, 4, device=dev)
-        n_stab = iou.numel()
-        if iou.numel():
-            keep = batched_nms(boxes.float(), iou, torch.zeros_like(boxes[:, 0]), iou_threshold=p.box_nms_thresh)
-            if p.min_mask_region_area <= 0:
-                # NMS keeps by descending score: order by predicted IoU (stable) before the one
-                # gather of the survivors' full-res masks.
-                keep = keep[torch.argsort(iou[keep], descending=True, stable=True)]
-            iou, stab, boxes = iou[keep], stab[keep], boxes[keep]
-            masks = kept_masks.gather(keep)  # (K, H, W) bool
-        else:
-            masks = torch.zeros(0, height, width, dtype=torch.bool, device=dev)
-        if p.min_mask_region_area > 0 and masks.shape[0]:
-            masks, iou, stab = _small_regions(masks, iou, stab, boxes, p.min_mask_region_area, p.box_nms_thresh)
-            order = torch.argsort(iou, descending=True, stable=True)
-            masks, iou, stab = masks[order], iou[order], stab[order]
-        timings["postprocess"] += time.perf_counter() - t0
-        self.stats = {
-            "points": n_points,
-            "decoded": n_decoded,
-            "candidates": n_cand,
-            "after_iou": n_iou,
-            "after_stability": n_stab,
-            "kept": int(masks.shape[0]),
-        }
-        return Proposals(masks=masks, predicted_iou=iou.float(), stability=stab.float(), timings=timings)
+        iou_all = torch.cat(kept_iou) if kept_iou else torch.zeros(0, device=dev)  # (K,) float32
+        stab_all = torch.cat(kept_stab) if kept_stab else torch.zeros(0, device=dev)  # (K,) float32
+        box_all = torch.cat(kept_box) if kept_box else torch.zeros(0, 4, device=dev, dtype=torch.long)  # (K, 4)
+        chosen_all = (
+            torch.cat(kept_chosen, dim=1) if kept_chosen else torch.zeros(len(group), 0, dtype=torch.bool, device=dev)
+        )  # (G, K) bool
+        n_iou_all = torch.stack(n_iou).sum(dim=0).tolist() if n_iou else [0] * len(group)
+        shared["candidates"] += time.perf_counter() - t0
+        shared["candidates"] -= shared["upsample"]
+
+        outputs = []
+        for g, p in enumerate(group):
+            t0 = time.perf_counter()
+            index = chosen_all[g].nonzero().flatten()  # (k,) this member's candidates, in decode order
+            masks, iou, stab = _nms_and_masks(p, kept_masks, index, iou_all[index], stab_all[index], box_all[index])
+            timings = dict(shared, nms=time.perf_counter() - t0)
+            timings["postprocess"] = timings["upsample"] + timings["candidates"] + timings["nms"]
+            counts = {
+                "points": n_points,
+                "decoded": n_decoded,
+                "candidates": n_cand,
+                "after_iou": int(n_iou_all[g]),
+                "after_stability": int(index.numel()),
+                "kept": int(masks.shape[0]),
+            }
+            outputs.append((Proposals(masks=masks, predicted_iou=iou, stability=stab, timings=timings), counts))
+        return outputs
+
+
+def _group_key(p: ProposalParams) -> tuple[int, int, float, float]:
+    """What fixes the decoded candidates and their full-resolution pass (see ``propose_many``)."""
+    return (p.points_per_side, p.points_per_batch, p.mask_threshold, p.stability_score_offset)
+
+
+def _stable(chosen: torch.Tensor, stab: torch.Tensor, group: Sequence[ProposalParams]) -> torch.Tensor:
+    """(G, n) bool ``chosen`` and, for each member whose threshold is > 0 (sam2 filters only
+    then), ``stab >= stability_score_thresh`` of the (n,) scores."""
+    chosen = chosen.clone()
+    for g, p in enumerate(group):
+        if p.stability_score_thresh > 0.0:
+            chosen[g] &= stab >= p.stability_score_thresh
+    return chosen
+
+
+def _nms_and_masks(
+    p: ProposalParams,
+    store: _MaskStore,
+    index: torch.Tensor,
+    iou: torch.Tensor,
+    stab: torch.Tensor,
+    boxes: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Box NMS, the survivors' masks and the optional small-region clean-up of one params.
+
+    Args:
+        p: the params (``box_nms_thresh``, ``min_mask_region_area``).
+        store: the candidates' masks.
+        index: (k,) int64 positions in ``store`` of this params' candidates, in decode order.
+        iou, stab: (k,) float32; boxes: (k, 4) int64, of those candidates.
+
+    Returns:
+        (N, H, W) bool masks, (N,) float32 predicted IoU and stability, by decreasing predicted IoU.
+    """
+    if iou.numel():
+        keep = batched_nms(boxes.float(), iou, torch.zeros_like(boxes[:, 0]), iou_threshold=p.box_nms_thresh)
+        if p.min_mask_region_area <= 0:
+            # NMS keeps by descending score: order by predicted IoU (stable) before the one
+            # gather of the survivors' full-res masks.
+            keep = keep[torch.argsort(iou[keep], descending=True, stable=True)]
+        iou, stab, boxes = iou[keep], stab[keep], boxes[keep]
+        masks = store.gather(index[keep])  # (K, H, W) bool
+    else:
+        masks = torch.zeros(0, *store.shape, dtype=torch.bool, device=store.device)
+    if p.min_mask_region_area > 0 and masks.shape[0]:
+        masks, iou, stab = _small_regions(masks, iou, stab, boxes, p.min_mask_region_area, p.box_nms_thresh)
+        order = torch.argsort(iou, descending=True, stable=True)
+        masks, iou, stab = masks[order], iou[order], stab[order]
+    return masks, iou.float(), stab.float()
 
 
 def _as_numpy(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -585,14 +755,25 @@ def _upsample_into(
 
 
 class _Scratch:
-    """A host bool buffer reused by the full-resolution compares of one frame.
+    """Buffers reused by the full-resolution passes of one frame: the upsampled logits and (on
+    the host) the compares' bools.
 
     A fresh byte costs a page fault, which costs more than the compare that writes it, so the
-    compares write into one buffer and only what is kept is copied out, bit-packed.
+    compares write into one buffer and only what is kept is copied out, bit-packed; a fresh
+    ~50 MB upsampling output per batch would cost its page faults again.
     """
 
     def __init__(self) -> None:
         self.buffer = np.empty(0, dtype=bool)
+        self.logits = torch.empty(0)
+
+    def upsample(self, low: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(N, h, w) low-res logits -> (N, H, W) float32 (:func:`_upsample_into`) in the reused
+        buffer; overwritten by the next call."""
+        if self.logits.device != low.device:
+            self.logits = torch.empty(0, device=low.device)
+        up, self.logits = _upsample_into(low, height, width, self.logits)
+        return up
 
     def bools(self, shape: tuple[int, ...]) -> np.ndarray:
         """A bool array of ``shape`` over the buffer (grown when too small); overwritten by the next call."""
@@ -638,7 +819,7 @@ class _MaskStore:
         if not self.parts:
             return torch.zeros(0, *self.shape, dtype=torch.bool, device=self.device)
         if isinstance(self.parts[0], np.ndarray):
-            packed = np.concatenate(self.parts)[index.cpu().numpy()]  # (K, ⌈HW/8⌉) uint8
+            packed = self._packed_rows(index.cpu().numpy())  # (K, ⌈HW/8⌉) uint8
             masks = torch.empty(packed.shape[0], *self.shape, dtype=torch.bool)
             bits = masks.numpy().reshape(packed.shape[0], -1).view(np.uint8)  # (K, HW), 0 / 1 are bools
             # Unpacked a few masks at a time through a small temporary into torch's memory: numpy's
@@ -647,7 +828,23 @@ class _MaskStore:
                 stop = start + self.UNPACK_ROWS
                 bits[start:stop] = np.unpackbits(packed[start:stop], axis=1, count=bits.shape[1])
             return masks
-        return torch.cat(self.parts)[index]
+        if len(self.parts) > 1:  # gathered once per params of a sweep: concatenated once
+            self.parts = [torch.cat(self.parts)]
+        return self.parts[0][index]
+
+    def _packed_rows(self, index: np.ndarray) -> np.ndarray:
+        """(K,) positions -> (K, ⌈HW/8⌉) uint8 packed rows, picked part by part: concatenating
+        the whole store first would copy every candidate's mask for the few survivors, once per
+        gather (once per params of a sweep)."""
+        sizes = np.array([part.shape[0] for part in self.parts])
+        ends = np.cumsum(sizes)
+        part_of = np.searchsorted(ends, index, side="right")  # (K,) the part holding each position
+        local = index - (ends - sizes)[part_of]
+        packed = np.empty((index.shape[0], self.parts[0].shape[1]), dtype=np.uint8)
+        for k in np.unique(part_of):
+            at = part_of == k
+            packed[at] = self.parts[k][local[at]]
+        return packed
 
 
 def _above(logits: torch.Tensor, threshold: float, out: np.ndarray | None = None) -> torch.Tensor:
