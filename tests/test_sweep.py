@@ -351,3 +351,62 @@ def test_expand_grid_and_with_parameter():
         with_parameter(sam2, "window", 0)
     points = expand_grid({"window": [4, 8]}, sam2, 16, "VSPW", 124)
     assert [p.clip_len for p in points] == [4, 8]  # one vote per window
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# slow: two more Lightning processes (~40 s); the 2-process DDP equality above is in the default suite
+@pytest.mark.slow
+def test_a_slurm_allocation_gives_the_table_of_one_process(synthetic_root, tmp_path):
+    """The same command as srun starts it in a 2-task allocation: Lightning's SLURMEnvironment
+    takes ranks from SLURM_PROCID / SLURM_LOCALID (no process is spawned), and the table equals
+    one process's."""
+    import subprocess
+    import sys
+
+    grid = {"source": [ORACLE, {"label": "superpixel", **SUPERPIXEL}], "refinement.min_share": [0.0, 0.5]}
+    config = sweep_config(synthetic_root, tmp_path / "runs1", tmp_path / "cache1", grid)
+    config["run"]["wandb"] = "disabled"
+    one = run_sweep(config, tmp_path / "one.yaml")
+    config = sweep_config(synthetic_root, tmp_path / "slurm", tmp_path / "cache", grid)
+    config["run"]["wandb"] = "disabled"
+    config["trainer"] |= {"devices": 2, "num_nodes": 1, "strategy": "ddp"}
+    path = tmp_path / "slurm.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "SLURM_NTASKS": "2",
+            "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_NNODES": "1",
+            "SLURM_NODEID": "0",
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank),
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NAME": "sweep",
+            "SLURM_NODELIST": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(REPO / "evaluate.py"), "test", "--config", str(path)],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), "\n".join(out[-3000:] for out in outputs)
+    two = json.loads((tmp_path / "slurm" / "sweep" / "version_0" / "sweep.json").read_text())
+    assert two["cost"]["world_size"] == 2
+    assert two["rows"] == one["rows"]
