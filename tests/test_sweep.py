@@ -361,12 +361,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# slow: two more Lightning processes (~40 s); the 2-process DDP equality above is in the default suite
+# slow: two more Lightning processes (~40 s each); the 2-process DDP equality above is in the default suite
 @pytest.mark.slow
-def test_a_slurm_allocation_gives_the_table_of_one_process(synthetic_root, tmp_path):
-    """The same command as srun starts it in a 2-task allocation: Lightning's SLURMEnvironment
-    takes ranks from SLURM_PROCID / SLURM_LOCALID (no process is spawned), and the table equals
-    one process's."""
+@pytest.mark.parametrize("launcher", ["slurm", "torchrun"])
+def test_slurm_and_torchrun_launches_give_the_table_of_one_process(launcher, synthetic_root, tmp_path):
+    """The same command started as srun starts it in a 2-task allocation (Lightning's
+    SLURMEnvironment takes the ranks from SLURM_PROCID / SLURM_LOCALID and spawns nothing), or
+    by torchrun (TorchElasticEnvironment): the table equals one process's."""
     import subprocess
     import sys
 
@@ -374,39 +375,44 @@ def test_a_slurm_allocation_gives_the_table_of_one_process(synthetic_root, tmp_p
     config = sweep_config(synthetic_root, tmp_path / "runs1", tmp_path / "cache1", grid)
     config["run"]["wandb"] = "disabled"
     one = run_sweep(config, tmp_path / "one.yaml")
-    config = sweep_config(synthetic_root, tmp_path / "slurm", tmp_path / "cache", grid)
+    config = sweep_config(synthetic_root, tmp_path / "multi", tmp_path / "cache", grid)
     config["run"]["wandb"] = "disabled"
     config["trainer"] |= {"devices": 2, "num_nodes": 1, "strategy": "ddp"}
-    path = tmp_path / "slurm.yaml"
+    path = tmp_path / "multi.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "SLURM_NTASKS": "2",
-            "SLURM_NTASKS_PER_NODE": "2",
-            "SLURM_NNODES": "1",
-            "SLURM_NODEID": "0",
-            "SLURM_PROCID": str(rank),
-            "SLURM_LOCALID": str(rank),
-            "SLURM_JOB_ID": "4242",
-            "SLURM_JOB_NAME": "sweep",
-            "SLURM_NODELIST": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(REPO / "evaluate.py"), "test", "--config", str(path)],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+    command = [str(REPO / "evaluate.py"), "test", "--config", str(path)]
+    if launcher == "torchrun":
+        args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), *command]
+        run_command(*args, env={**os.environ})
+    else:
+        procs = []
+        for rank in range(2):
+            env = {
+                **os.environ,
+                "SLURM_NTASKS": "2",
+                "SLURM_NTASKS_PER_NODE": "2",
+                "SLURM_NNODES": "1",
+                "SLURM_NODEID": "0",
+                "SLURM_PROCID": str(rank),
+                "SLURM_LOCALID": str(rank),
+                "SLURM_JOB_ID": "4242",
+                "SLURM_JOB_NAME": "sweep",
+                "SLURM_NODELIST": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            }
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, *command],
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
             )
-        )
-    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    assert all(proc.returncode == 0 for proc in procs), "\n".join(out[-3000:] for out in outputs)
-    two = json.loads((tmp_path / "slurm" / "sweep" / "version_0" / "sweep.json").read_text())
+        outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+        assert all(proc.returncode == 0 for proc in procs), "\n".join(out[-3000:] for out in outputs)
+    two = json.loads((tmp_path / "multi" / "sweep" / "version_0" / "sweep.json").read_text())
     assert two["cost"]["world_size"] == 2
     assert two["rows"] == one["rows"]
