@@ -23,7 +23,14 @@ EVALUATE = {
     "refine_synthetic.yaml": ["synthetic.yaml"],
     "refine_vspw.yaml": ["vspw.yaml"],
 }
-MASKLETS = ["oracle_synthetic.yaml", "superpixel_synthetic.yaml", "sam2_tiny_synthetic.yaml", "sam2_vspw.yaml"]
+MASKLETS = [
+    "oracle_synthetic.yaml",
+    "superpixel_synthetic.yaml",
+    "sam2_tiny_synthetic.yaml",
+    "sam2_vspw.yaml",
+    "sam2_tiny_one_pass_synthetic.yaml",
+    "sam2_isam2_one_pass_vspw.yaml",
+]
 # Sweeps (evaluate.py test with vssam2.sweep.MaskletSweep).
 ABLATION = [
     "grid_synthetic.yaml",

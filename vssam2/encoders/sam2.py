@@ -99,7 +99,11 @@ class SAM2Encoder(FrozenEncoder):
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, 3)`` uint8 -> ``(B, 3, image_size, image_size)`` float32, as SAM2 does it."""
         size = (self.image_size, self.image_size)
-        return self._resize_normalise(frames, size, self.mean, self.std, antialias=True)
+        images = self._resize_normalise(frames, size, self.mean, self.std, antialias=True)
+        # Contiguous, as SAM2Transforms and the masklet sources give it: the permuted frames are
+        # channels-last, and Hiera's patch embedding then convolves in another order (features
+        # about 1e-6 apart, which would break the bit-identity of the one-pass feature cache).
+        return images.contiguous()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` -> ``(B, 256, S / stride, S / stride)`` of the chosen FPN level."""

@@ -58,6 +58,48 @@ def concat_rows(parts: list[dict[str, np.ndarray]], uncovered: np.ndarray, chann
     return out
 
 
+class VideoRows:
+    """One video's cache arrays, built chunk by chunk (the one place rows are made from features).
+
+    Both routes to the feature cache feed it: :func:`compute_feature_cache` (the encoder over
+    cached masklets) and the masklet pass that pools as it goes
+    (:mod:`vssam2.features.one_pass`), so their files cannot differ in anything but the
+    features themselves.
+
+    Args:
+        num_classes: evaluation classes (GT ids above are ignore).
+        channels: feature channels (the shape of ``vectors`` when the video has no masklet).
+        pooling: feature upsampling of :func:`vssam2.pooling.masked_average_pool`.
+        per_frame: one row per (frame, masklet) instead of per masklet of a chunk.
+    """
+
+    def __init__(self, num_classes: int, channels: int, pooling: PoolingMode, per_frame: bool) -> None:
+        self.num_classes = int(num_classes)
+        self.channels = int(channels)
+        self.pooling: PoolingMode = pooling
+        self.per_frame = bool(per_frame)
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.uncovered = np.zeros(256, dtype=np.int64)
+
+    def add(self, features: torch.Tensor, segments: torch.Tensor, gt: torch.Tensor, start: int) -> None:
+        """Pools one chunk.
+
+        Args:
+            features: (T, C, h, w) float32 features of the chunk's frames.
+            segments: (T, H, W) int segment maps, 0 = no masklet.
+            gt: (T, H, W) uint8 GT ids.
+            start: the chunk's first frame in the video.
+        """
+        masklets = extract_clip_masklets(features, segments, gt, self.pooling, self.per_frame, self.num_classes)
+        self.parts.append(clip_rows(masklets, start, self.num_classes))
+        outside = gt[torch.as_tensor(segments).cpu() == 0]
+        self.uncovered += np.bincount(outside.numpy().reshape(-1), minlength=256)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The video's arrays, as :meth:`FeatureCache.write` stores them."""
+        return concat_rows(self.parts, self.uncovered, self.channels)
+
+
 @dataclass
 class FeatureRunSummary:
     """What one rank of a feature cache run did."""
@@ -138,27 +180,21 @@ def compute_feature_cache(
     show = progress and rank == 0
     bar = tqdm(total=sum(v.num_frames for v in todo), desc=f"features {split}", unit="frame", disable=not show)
     started = time.perf_counter()
-    parts: list[dict[str, np.ndarray]] = []
-    uncovered = np.zeros(256, dtype=np.int64)
     channels = int(getattr(encoder, "out_channels", 0))
+    rows = VideoRows(data.num_classes, channels, pooling, per_frame)
     try:
         with torch.no_grad():
             for chunk in stream:
                 features = encode_frames(encoder, chunk["frames"], encoder_batch_size, device)  # (T, C, h, w)
-                masklets = extract_clip_masklets(
-                    features, chunk["segments"], chunk["gt"], pooling, per_frame, data.num_classes
-                )
-                parts.append(clip_rows(masklets, chunk["start"], data.num_classes))
-                outside = chunk["gt"][torch.as_tensor(chunk["segments"]) == 0]
-                uncovered += np.bincount(outside.numpy().reshape(-1), minlength=256)
+                rows.add(features, chunk["segments"], chunk["gt"], chunk["start"])
                 bar.update(len(chunk["frame_ids"]))
                 summary.frames += len(chunk["frame_ids"])
                 if chunk["last"]:
-                    arrays = concat_rows(parts, uncovered, channels)
+                    arrays = rows.arrays()
                     cache.write(split, chunk["video"], arrays)
                     summary.computed.append(chunk["video"])
                     summary.rows += len(arrays["ids"])
-                    parts, uncovered = [], np.zeros(256, dtype=np.int64)
+                    rows = VideoRows(data.num_classes, channels, pooling, per_frame)
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - started

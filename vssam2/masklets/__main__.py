@@ -22,6 +22,20 @@ source's configuration, the layout, ``clip_len`` and ``num_classes``); the folde
 at the end. Under torchrun (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in the environment)
 every process computes its share of whole videos on GPU ``LOCAL_RANK``. Interrupted runs
 resume: finished videos are skipped, unfinished ones recomputed.
+
+With a SAM2 source, an optional ``features`` group writes the I-SAM2 feature cache in the
+same pass (one encoder pass per frame instead of two; :mod:`vssam2.features.one_pass`)::
+
+    python -m vssam2.masklets --config configs/masklets/sam2_tiny_one_pass_synthetic.yaml
+    features:
+      level: -1                 # SAM2Encoder's FPN level (-1 = stride 16)
+      pooling: bilinear
+      per_frame: false
+      feature_root: cache/features
+      clip_len: 32              # frames per pooled chunk (null: data.clip_len)
+
+The vectors land where ``python -m vssam2.features`` would put them for the equivalent
+``SAM2Encoder``: ``<feature_root>/sam2encoder-<key>/<split>/<video>.npz``.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E4
 from vssam2.console import quiet_dependency_chatter  # noqa: E402
 from vssam2.datasets import VideoSplits  # noqa: E402
 from vssam2.datasets.streaming import rank_from_env  # noqa: E402
+from vssam2.features.one_pass import OnePassFeatures  # noqa: E402
 from vssam2.masklets.base import MaskletSource  # noqa: E402
 from vssam2.masklets.compute import CacheRunSummary, compute_cache  # noqa: E402
 
@@ -65,6 +80,13 @@ def build_parser() -> ArgumentParser:
         "--world_size", type=int | None, default=None, help="Number of shards (default: $WORLD_SIZE or 1)"
     )
     parser.add_argument("--progress", type=bool, default=True, help="Show progress bars (rank 0)")
+    parser.add_argument(
+        "--features",
+        type=OnePassFeatures | None,
+        default=None,
+        help="SAM2 sources only: also write the I-SAM2 feature cache in the same pass (level, pooling, per_frame, "
+        "feature_root, clip_len, autocast); null: masklets only",
+    )
     return parser
 
 
@@ -97,8 +119,12 @@ def main(args: Sequence[str] | None = None) -> CacheRunSummary:
         rank=rank,
         world_size=world_size,
         progress=init.progress,
+        features=init.features,
     )
     print(summary, flush=True)
+    if summary.feature_directory is not None:
+        folder = summary.feature_directory
+        print(f"feature cache: {folder}  (train with --data.feature_cache {folder})", flush=True)
     return summary
 
 
