@@ -262,11 +262,13 @@ def test_unservable_features_are_refused(source, data_root, masklet_cache, featu
         features.bind(source, masklet_data(data_root), masklet_cache, "train")
 
 
-def test_precision_decides_the_encoder_key(source, data_root, masklet_cache, one_pass, monkeypatch) -> None:
+def test_precision_decides_the_encoder_key(source, data_root, masklet_cache, one_pass, monkeypatch, tmp_path) -> None:
     data = masklet_data(data_root)
     # float32 on CPU: SAM2Encoder's autocast flag changes nothing there, so either key is true
     # (the default, autocast true, is checked in test_one_pass_equals_two_passes).
-    exact = OnePassFeatures(autocast=False, clip_len=FEATURE_CLIP).bind(source, data, masklet_cache, "train")
+    exact = OnePassFeatures(autocast=False, clip_len=FEATURE_CLIP, feature_root=str(tmp_path / "features")).bind(
+        source, data, masklet_cache, "train"
+    )
     assert exact.cache.config["encoder"] == tiny_encoder(autocast=False).describe()
     default = open_feature_cache(one_pass.feature_directory).config
     assert {**exact.cache.config, "encoder": default["encoder"]} == default
