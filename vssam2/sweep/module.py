@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -230,7 +230,8 @@ class MaskletSweep(LightningModule):
 
     # ------------------------------------------------------------------ results
 
-    def _total(self, value: float, op: str = "sum") -> float:
+    def _total(self, value: float, op: Literal["sum", "max"] = "sum") -> float:
+        """``value`` summed (or maxed) over the ranks."""
         tensor = torch.tensor(float(value), dtype=torch.float64, device=self.device)
         if self.trainer.world_size > 1:
             if op == "max":
