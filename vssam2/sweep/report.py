@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,8 +186,3 @@ def write_sweep(out_dir: str | Path, report: SweepReport, title: str = "") -> di
     atomic_write_bytes(paths["json"], (json.dumps(report.to_dict(), indent=2, default=str) + "\n").encode())
     plot_sweep(report, paths["plot"])
     return paths
-
-
-def read_rows(path: str | Path) -> list[Mapping[str, Any]]:
-    """The rows of a ``sweep.json``."""
-    return json.loads(Path(path).read_text())["rows"]
