@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from callbacks.run_dir import run_directory, wandb_logger
+from vssam2 import label_kernels
 from vssam2.sweep.module import MaskletSweep
 from vssam2.sweep.report import sweep_table, write_sweep
 from vssam2.sweep.tracking import log_sweep_group
@@ -31,7 +32,8 @@ class SweepWriter(Callback):
         if not isinstance(pl_module, MaskletSweep) or pl_module.sweep_report is None or not trainer.is_global_zero:
             return
         report = pl_module.sweep_report
-        paths = write_sweep(out_dir, report)
+        # Provenance: the numbers are the same either way (tests/test_kernels_off.py).
+        paths = write_sweep(out_dir, report, extra={"compiled_kernels": label_kernels.AVAILABLE})
         print(f"\n{sweep_table(report)}\n", flush=True)
         logger = wandb_logger(trainer)
         if logger is not None:

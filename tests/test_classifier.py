@@ -199,6 +199,9 @@ def test_train_clips_carry_segments_through_the_transform(synthetic_root: Path, 
             assert labels.numel() == 1
 
 
+# slow: two Lightning processes (~35 s, most of it importing Lightning); kept out of the
+# default run for its time budget, run by `make test-slow`
+@pytest.mark.slow
 def test_ddp_fit_two_processes(synthetic_root: Path, caches: dict[str, Path], tmp_path: Path) -> None:
     args = train_args(
         synthetic_root,

@@ -108,6 +108,9 @@ def test_wandb_offline_files(synthetic_root: Path, tmp_path: Path, monkeypatch: 
     assert list(media.rglob("*mask*")) or list((media / "images").rglob("*/*.png")), "segmentation masks not logged"
 
 
+# slow: two Lightning processes (~32 s); the default run's 2-process sweep test
+# (tests/test_sweep.py) covers the same sharding, ChunkScorer syncs and the kernels switched off
+@pytest.mark.slow
 def test_ddp_two_processes_without_kernels_equal_one_with(synthetic_root: Path, tmp_path: Path):
     """evaluate.py on 2 DDP processes with the compiled kernels switched off (VSSAM2_NO_KERNELS=1,
     as on a machine without a C compiler) gives the numbers of 1 process with them, bit for bit:

@@ -86,6 +86,8 @@ def test_two_processes_equal_one_exactly():
         assert result == single  # bitwise: fsum makes the means independent of the split
 
 
+# slow: two processes (~15 s); the default run's 2-process sweep test covers DDP syncs
+@pytest.mark.slow
 def test_rank_without_data_still_syncs():
     single = score(make_videos(), [0, 1, 2])
     ranks = run_two_processes([[0, 1, 2], []])

@@ -20,6 +20,7 @@ from wandb_offline import offline_runs
 
 from datamodules import VSPWDataModule
 from evaluate import main as evaluate_main
+from vssam2 import label_kernels
 from vssam2.errors import DataError
 from vssam2.masklets.superpixel import SuperpixelSource
 from vssam2.metrics import METRIC_NAMES, MetricConfig, VSSMetrics
@@ -207,8 +208,9 @@ def grid_run_data(grid_run) -> dict[str, Any]:
 
 
 def test_ddp_two_processes_give_the_table_of_one(synthetic_root, tmp_path):
-    """Two DDP processes (each computing the masklets of its own videos) and one process give the
-    same rows, bit for bit, and the same cache files."""
+    """Two DDP processes (each computing the masklets of its own videos) with the compiled kernels
+    switched off (VSSAM2_NO_KERNELS=1, as on a machine without a C compiler) and one process with
+    them give the same rows, bit for bit, and the same cache files."""
     grid = {"source": [ORACLE, {"label": "superpixel", **SUPERPIXEL}], "refinement.min_share": [0.0, 0.5]}
     tables = {}
     for devices in (1, 2):
@@ -221,12 +223,14 @@ def test_ddp_two_processes_give_the_table_of_one(synthetic_root, tmp_path):
         else:
             config["trainer"] |= {"devices": 2, "strategy": "ddp"}
             path.write_text(yaml.safe_dump(config, sort_keys=False))
-            run_command(str(REPO / "evaluate.py"), "test", "--config", str(path), env={**os.environ})
+            env = {**os.environ, "VSSAM2_NO_KERNELS": "1"}
+            run_command(str(REPO / "evaluate.py"), "test", "--config", str(path), env=env)
             tables[devices] = json.loads((tmp_path / "runs2" / "sweep" / "version_0" / "sweep.json").read_text())
     one, two = tables[1], tables[2]
     assert one["rows"] == two["rows"] and one["videos"] == two["videos"] == 3
     assert [p["videos_computed"] for p in two["points"]] == [3, 3, 3, 3]
     assert two["cost"]["world_size"] == 2
+    assert one["compiled_kernels"] == label_kernels.AVAILABLE and two["compiled_kernels"] is False
     names = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*.png"))  # noqa: E731
     assert names(tmp_path / "cache1") == names(tmp_path / "cache2")
 

@@ -176,13 +176,16 @@ def plot_sweep(report: SweepReport, path: str | Path, metrics: Sequence[str] = P
     return path
 
 
-def write_sweep(out_dir: str | Path, report: SweepReport, title: str = "") -> dict[str, Path]:
-    """Writes ``sweep.md`` (the table), ``sweep.json`` and ``sweep.png`` into ``out_dir``."""
+def write_sweep(
+    out_dir: str | Path, report: SweepReport, title: str = "", extra: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Writes ``sweep.md`` (the table), ``sweep.json`` (with ``extra`` merged in) and ``sweep.png``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     heading = title or f"Sweep of {', '.join(report.parameters)} (split {report.split})"
     paths = {"table": out_dir / "sweep.md", "json": out_dir / "sweep.json", "plot": out_dir / "sweep.png"}
     atomic_write_bytes(paths["table"], f"# {heading}\n\n{sweep_table(report)}\n".encode())
-    atomic_write_bytes(paths["json"], (json.dumps(report.to_dict(), indent=2, default=str) + "\n").encode())
+    record = {**report.to_dict(), **(extra or {})}
+    atomic_write_bytes(paths["json"], (json.dumps(record, indent=2, default=str) + "\n").encode())
     plot_sweep(report, paths["plot"])
     return paths
