@@ -308,7 +308,9 @@ def timm_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path
     return files, state
 
 
-def test_timm_weights(timm_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor) -> None:
+def test_timm_weights(
+    timm_files: tuple[dict[str, Path], dict[str, torch.Tensor]], frames: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import timm
 
     files, state = timm_files
@@ -323,7 +325,10 @@ def test_timm_weights(timm_files: tuple[dict[str, Path], dict[str, torch.Tensor]
     torch.testing.assert_close(outs["bin"], outs["safetensors"], rtol=0, atol=0)
     assert not torch.allclose(outs["bin"], TimmEncoder("test_resnet", level=3)(frames))
 
-    # The same features as timm's own features_only model loading the same file.
+    # The same features as timm's own features_only model loading the same local file:
+    # pretrained_cfg_overlay "file" makes timm's load_pretrained read that file (no URL, no hub
+    # id is consulted); HF_HUB_OFFLINE as a second guard for any hub call.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     reference = timm.create_model(
         "test_resnet",
         pretrained=True,
