@@ -1,14 +1,18 @@
 """Shared fixtures: environment without network, DDP state hygiene, tiny synthetic datasets, the
-tiny sam2 test model, and the launcher of entry points / DDP runs in a subprocess."""
+tiny sam2 test model, one torch thread for many-small-op tests, and the launcher of entry points /
+DDP runs in a subprocess."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from vssam2.synthetic import SyntheticConfig, write_synthetic
@@ -71,6 +75,26 @@ def tiny_video_predictor():
     predictor = load_sam2_video_predictor(TINY_TEST_CONFIG, None)
     keep_objects(predictor, 10.0)
     return predictor
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread, restored after. Tests of many microsecond-long ops (the tiny
+    SAM2 model, pooling probes) run 10-20x slower on a busy 2-core machine with a second thread:
+    wake-ups cost more than they compute. Results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """:func:`one_thread` for a whole module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    with one_thread():
+        yield
 
 
 def run_command(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

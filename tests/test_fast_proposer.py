@@ -34,13 +34,7 @@ MATCH_IOU = 0.9
 MIN_MATCHED = 0.9
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Many small ops: with busy cores, intra-op thread pools oversubscribe (x20 slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small ops (conftest.one_thread)
 
 
 @pytest.fixture(scope="module")

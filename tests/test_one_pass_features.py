@@ -45,14 +45,7 @@ class Killed(Exception):
     """Stands for the process being killed at a chosen point."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are microseconds long: on a busy machine a second torch thread costs
-    more in wake-ups than it computes (about 10x slower here); both routes run alike either way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small ops (conftest.one_thread)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import one_thread
 
 from vssam2 import pooling
 from vssam2.features.extract import extract_clip_masklets, paint_rows
@@ -83,15 +84,13 @@ def _interpolate_every_length(probes: torch.Tensor, mode: str, max_out: int) -> 
 
 
 @pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tens of thousands of tiny calls: a thread pool only adds overhead (several-fold on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread() -> Iterator[None]:
+    """Tens of thousands of tiny calls: a thread pool only adds overhead (conftest.one_thread)."""
+    with one_thread():
+        yield
 
 
-def test_nearest_source_index_equals_interpolate_for_every_size_pair(one_thread: None) -> None:
+def test_nearest_source_index_equals_interpolate_for_every_size_pair(single_thread: None) -> None:
     pos, out_size = _all_positions(MAX_OUT)
     mismatched = []
     for in_size in range(1, MAX_IN + 1):
@@ -103,7 +102,7 @@ def test_nearest_source_index_equals_interpolate_for_every_size_pair(one_thread:
 
 
 @pytest.mark.parametrize("max_out", [MAX_OUT_DEFAULT_BILINEAR, pytest.param(MAX_OUT, marks=pytest.mark.slow)])
-def test_linear_source_weights_equal_interpolate_for_every_size_pair(max_out: int, one_thread: None) -> None:
+def test_linear_source_weights_equal_interpolate_for_every_size_pair(max_out: int, single_thread: None) -> None:
     # Probes: 1 on even cells / on odd cells give the weights of the two source cells exactly
     # (products with 0 and 1 are exact); the cell index as value checks which cells they are.
     exact = torch.backends.cpu.get_cpu_capability() != "DEFAULT"  # the scalar build rounds s twice

@@ -19,13 +19,7 @@ from vssam2.synthetic import SyntheticConfig, generate_video
 H, W, T = 64, 96, 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Many small ops: with busy cores, intra-op thread pools oversubscribe."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small ops (conftest.one_thread)
 
 
 @pytest.fixture(scope="module")
