@@ -38,7 +38,7 @@ class SweepWriter(Callback):
         logger = wandb_logger(trainer)
         if logger is not None:
             experiment = logger.experiment
-            group = f"{logger.name}" if not experiment.name else experiment.name
+            group = experiment.name or logger.name
             offline = bool(getattr(experiment.settings, "_offline", False)) or experiment.settings.mode == "offline"
             datamodule = trainer.datamodule
             extra = {key: str(getattr(datamodule, key)) for key in ("root", "test_split") if hasattr(datamodule, key)}

@@ -164,8 +164,7 @@ class MaskletSweep(LightningModule):
         self._reading: list[str] = []
         computing: list[str] = []
         for key, cache in self.caches.items():
-            if cache.is_done(video):
-                cache.check_video(video)
+            if cache.is_done(video):  # its files are checked on the first read (read_segments)
                 self._reading.append(key)
                 self._counts[key]["read"] += 1
             else:
