@@ -81,8 +81,13 @@ def _check_voted_ids(votes: torch.Tensor, num_classes: int, ignore_index: int) -
 
 
 @dataclass
-class _Votes:
-    """Per-pixel vote inputs and the vote histogram of one call."""
+class VoteCounts:
+    """Per-pixel vote inputs and the vote histogram of one call (what every rule decides from).
+
+    Counted once per (chunk, base prediction) by :func:`count_votes`; each refinement rule
+    then decides one paint id per row and :meth:`paint` renders it, so several rules on the
+    same prediction cost one count and one paint each.
+    """
 
     rows: torch.Tensor  # (N,) int32 histogram row of each pixel (its masklet id, or its compacted index)
     base: torch.Tensor  # (N,) base ids, uint8 on the host kernels' path
@@ -122,8 +127,19 @@ def _on_host_kernels(rows: torch.Tensor, base: torch.Tensor) -> bool:
     return compiled_kernels(rows) and rows.dtype == torch.int32 and base.dtype == torch.uint8
 
 
-def _vote_histogram(segments: torch.Tensor, base: torch.Tensor, num_classes: int, ignore_index: int) -> _Votes:
-    """Histogram of base ids per masklet (rows: masklet ids, or their compacted indices)."""
+def count_votes(segments: torch.Tensor, base: torch.Tensor, num_classes: int, ignore_index: int) -> VoteCounts:
+    """Histogram of base ids per masklet (rows: masklet ids, or their compacted indices).
+
+    Args:
+        segments: (..., H, W) int segment map, 0 = no masklet.
+        base: (..., H, W) ids 0…C−1 or ``ignore_index``.
+        num_classes: C.
+        ignore_index: the ignore id (counted in its own column, it does not vote).
+
+    Raises:
+        ValueError / TypeError: shapes differ, float inputs, negative or too large ids, base
+            ids outside 0…C−1 and ``ignore_index``.
+    """
     if segments.shape != base.shape:
         raise ValueError(f"segments and base shapes differ: {tuple(segments.shape)} vs {tuple(base.shape)}")
     if segments.is_floating_point() or base.is_floating_point():
@@ -181,7 +197,33 @@ def _vote_histogram(segments: torch.Tensor, base: torch.Tensor, num_classes: int
 
     votes = torch.stack(map_slices(seg.numel(), count, seg.device)).sum(dim=0).cpu().reshape(-1, 256)
     _check_voted_ids(votes, num_classes, ignore_index)
-    return _Votes(seg, flat_base, row_ids, votes)
+    return VoteCounts(seg, flat_base, row_ids, votes)
+
+
+def vote_decision(
+    votes: torch.Tensor, num_classes: int, min_area: int = 0, min_share: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 2 on a vote histogram: each row's winning class, or "keep the base".
+
+    Args:
+        votes: (rows, ≥C) int64 pixel counts per (row, base id); row 0 is "no masklet".
+        num_classes: C; columns from C on (ignore) do not vote.
+        min_area: rows with fewer pixels (ignore included) keep the base.
+        min_share: rows whose winner has a smaller share of the voting pixels keep the base.
+
+    Returns:
+        row_paint: (rows,) int16 winner, −1 = keep the base (row 0, no voting pixel, gated).
+        winner: (rows,) int64 winning class (ties → lowest class id), also where not applied.
+        share: (rows,) float64 winner's share of the voting pixels.
+    """
+    area = votes.sum(dim=1)
+    class_votes = votes[:, :num_classes]  # the ignore column does not vote
+    voting = class_votes.sum(dim=1)
+    best, winner = class_votes.max(dim=1)  # first maximum: ties → lowest class id
+    share = best.double() / voting.clamp(min=1).double()
+    applied = (voting > 0) & (area >= min_area) & (share >= min_share)
+    applied[0] = False  # "no masklet" never overwrites
+    return torch.where(applied, winner, -1).to(torch.int16), winner, share
 
 
 def majority_vote(
@@ -214,17 +256,11 @@ def majority_vote(
     Ties go to the lowest class id (deterministic). A masklet none of whose pixels has a
     base prediction keeps the base (255) there.
     """
-    counted = _vote_histogram(segments, base, num_classes, ignore_index)
+    counted = count_votes(segments, base, num_classes, ignore_index)
     row_ids, votes = counted.row_ids, counted.votes
     area = votes.sum(dim=1)
-    class_votes = votes[:, :num_classes]  # the ignore column does not vote
-    voting = class_votes.sum(dim=1)
-    best, winner = class_votes.max(dim=1)  # first maximum: ties → lowest class id
-    share = best.double() / voting.clamp(min=1).double()
-    applied = (voting > 0) & (area >= min_area) & (share >= min_share)
-    applied[0] = False  # "no masklet" never overwrites
-
-    row_paint = torch.where(applied, winner, -1).to(torch.int16)  # (rows,) the winner, or −1: keep the base
+    row_paint, winner, share = vote_decision(votes, num_classes, min_area, min_share)
+    applied = row_paint >= 0
     refined = counted.paint(row_paint).to(base.dtype).reshape(base.shape)
     present_rows = area > 0
     present_rows[0] = False
@@ -259,7 +295,7 @@ def class_histogram(
         ids: (K,) int64 masklet ids present (> 0), increasing.
         hist: (K, 256) int64 pixel counts per label id (column ``ignore_index`` counts ignore).
     """
-    counted = _vote_histogram(segments, labels, num_classes, ignore_index)
+    counted = count_votes(segments, labels, num_classes, ignore_index)
     present = counted.votes.sum(dim=1) > 0
     present[0] = False
     return counted.row_ids[present], counted.votes[present]

@@ -1,19 +1,22 @@
 """The one refine-and-score path: a stream of chunks in, base and refined metrics, a report out.
 
 Every scorer of the project runs through :class:`ChunkScorer`: the prediction replay of
-``evaluate.py`` (with or without test-time refinement), the masklet classifier's test, and the
-ablations. A chunk is what :class:`vssam2.datasets.VideoClipStream` yields (one part of one
-video, frames in order)::
+``evaluate.py`` (with or without test-time refinement), the masklet classifier's test, the
+learned rule's test, and the sweeps. A chunk is what :class:`vssam2.datasets.VideoClipStream`
+yields (one part of one video, frames in order)::
 
     {"video": str, "frame_ids": list[str], "start": int, "last": bool,
      "gt": (T, H, W) uint8, "frames": (T, H, W, 3) uint8 (optional),
-     "segments": (T, H, W) int32 (optional, from a masklet cache)}
+     "segments": (T, H, W) int32, "masklet_table": MaskletTable (optional, from a masklet cache),
+     "probs": {method: TopKProbs} (optional, from probability folders)}
 
-plus the predictions to score, ``{method: (T, H, W) ids}``. With a :class:`Refinement` each
-method also gets a refined row (majority vote of its prediction inside the chunk's masklets,
-Eq. 1–2), scored with the same :class:`~vssam2.metrics.MetricConfig`; masklets are computed or
-read once per chunk and shared by every method. Results travel as a :class:`ScoreReport`.
-"""
+plus the predictions to score, ``{method: (T, H, W) ids}`` — or (T, C, H, W) float logits
+from a live model, whose arg-max is scored and whose top-k probabilities the probability
+rules read. With a :class:`Refinement` each method also gets one refined row per
+refinement rule (:mod:`vssam2.fusion.rules`; the majority vote of Eq. 1–2 by default),
+scored with the same :class:`~vssam2.metrics.MetricConfig`; masklets are computed or read
+once per chunk and shared by every method, votes are counted once per method and shared by
+every rule. Results travel as a :class:`ScoreReport`."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,63 +32,135 @@ from PIL import Image
 from torch import nn
 from torchmetrics import SumMetric
 
-from vssam2.masklets.base import MaskletSource
+from vssam2.fusion.rules import MajorityVote, RefinementRule, RuleInputs
+from vssam2.masklets.base import MaskletSource, MaskletTable
 from vssam2.metrics import VSSMetrics
 from vssam2.metrics.config import MetricConfig
-from vssam2.refine import majority_vote
+from vssam2.refine import count_votes
+
+if TYPE_CHECKING:
+    from vssam2.probabilities import TopKProbs
+
+
+@dataclass
+class ChunkMasklets:
+    """The masklets of one chunk, as a refinement reads them.
+
+    Attributes:
+        segments: (T, H, W) int32 segment map.
+        table: the video's score table so far (None when the chunk carries none).
+        origin: where the table came from, for errors (a file path or a source name).
+    """
+
+    segments: torch.Tensor
+    table: MaskletTable | None
+    origin: str
 
 
 @dataclass
 class Refinement:
-    """How refined rows are made: masklets of each chunk, then the majority vote (Eq. 1–2).
+    """How refined rows are made: masklets of each chunk, then one row per refinement rule.
 
     Votes are counted per chunk: stream with ``clip_len`` equal to the masklet window so that
-    a chunk is one window, as in the study.
+    a chunk is one window, as in the study. Each method gets one refined row per rule: the
+    majority vote's is ``name_format`` (``SAM2-<model>``), another rule's adds its name
+    (``SAM2-<model> (gate)``).
 
     Attributes:
         source: masklet source run on the chunk's frames (and GT, for the oracle); None = the
-            chunk's cached ``"segments"``.
-        min_area: masklets with fewer pixels keep the base prediction.
-        min_share: masklets whose winning class has a smaller vote share keep the base.
-        name_format: row name of a refined method (``{method}`` is replaced).
+            chunk's cached ``"segments"`` (and ``"masklet_table"``).
+        rules: the refinement rules (:mod:`vssam2.fusion.rules`); default the majority vote.
+        name_format: row name of a method refined by the majority vote (``{method}`` is replaced).
         write_dir: if set, refined maps are written as PNGs of evaluation ids in
             ``<write_dir>/<row name>/<video>/<frame>.png`` (the result_submission layout).
+        logits_top_k: classes kept per pixel when a model hands logits instead of ids (the
+            probability rules read them).
     """
 
     source: MaskletSource | None = None
-    min_area: int = 0
-    min_share: float = 0.0
+    rules: Sequence[RefinementRule] = field(default_factory=lambda: [MajorityVote()])
     name_format: str = "SAM2-{method}"
     write_dir: str | None = None
+    logits_top_k: int = 3
 
     def __post_init__(self) -> None:
         if "{method}" not in self.name_format:
             raise ValueError(f"refinement name_format must contain '{{method}}', got {self.name_format!r}")
-        if self.min_area < 0 or not 0.0 <= self.min_share <= 1.0:
-            raise ValueError(f"need min_area >= 0 and 0 <= min_share <= 1, got {self.min_area}, {self.min_share}")
+        self.rules = list(self.rules)
+        if not self.rules:
+            raise ValueError("a refinement needs at least one rule")
+        names = [rule.row_name("x") for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"refinement rules need distinct names, got {[rule.name for rule in self.rules]}")
 
-    def row(self, method: str) -> str:
-        """The refined row's name for ``method``."""
-        return self.name_format.format(method=method)
+    def row(self, method: str, rule: RefinementRule | None = None) -> str:
+        """The refined row's name for ``method`` and ``rule`` (default the first rule)."""
+        return (rule or self.rules[0]).row_name(self.name_format.format(method=method))
 
-    def segments(self, chunk: Mapping[str, Any]) -> torch.Tensor:
-        """(T, H, W) int32 segment map of a chunk: from the source, or the chunk's cached maps."""
+    def rows(self, method: str) -> list[str]:
+        """Every refined row of ``method``, in rule order."""
+        return [self.row(method, rule) for rule in self.rules]
+
+    def config(self) -> dict[str, Any]:
+        """The rules' parameters (what changes the refined numbers)."""
+        return {"name_format": self.name_format, "rules": [rule.config() for rule in self.rules]}
+
+    def masklets(self, chunk: Mapping[str, Any]) -> ChunkMasklets:
+        """The chunk's masklets: from the source, or the chunk's cached maps and table."""
         if self.source is None:
             if "segments" not in chunk:
                 raise KeyError(
                     f"refinement of video {chunk.get('video')!r} needs masklets: stream a masklet cache "
                     "(data.masklet_cache) or give the refinement a masklet source"
                 )
-            return chunk["segments"]
+            origin = str(chunk.get("masklet_table_path", "the chunk's masklets"))
+            return ChunkMasklets(chunk["segments"], chunk.get("masklet_table"), origin)
         if "frames" not in chunk:
             raise KeyError("refinement with a masklet source needs frames: set data.load_frames true")
         frames, start = chunk["frames"].cpu(), int(chunk["start"])
         if start == 0:
             self.source.begin_video(chunk["video"], frames.shape[1], frames.shape[2])
         segments = self.source.add_chunk(frames, start, gt=chunk["gt"].cpu())
+        table = self.source.tracker.table()  # scores of every masklet seen so far
         if bool(chunk["last"]):
             self.source.end_video()
-        return segments
+        return ChunkMasklets(segments, table, f"the {self.source.name!r} source's score table")
+
+    def segments(self, chunk: Mapping[str, Any]) -> torch.Tensor:
+        """(T, H, W) int32 segment map of a chunk (see :meth:`masklets`)."""
+        return self.masklets(chunk).segments
+
+    def refine(
+        self,
+        chunk: Mapping[str, Any],
+        masklets: ChunkMasklets,
+        pred: torch.Tensor,
+        probs: TopKProbs | None,
+        num_classes: int,
+        ignore_index: int,
+    ) -> list[torch.Tensor]:
+        """One refined map per rule of one method's prediction: one vote count, one paint per rule."""
+        counts = count_votes(masklets.segments.to(pred.device), pred, num_classes, ignore_index)
+        inputs = RuleInputs(
+            counts,
+            num_classes,
+            ignore_index,
+            frames=int(pred.shape[0]),
+            start=int(chunk["start"]),
+            video=str(chunk["video"]),
+            table=masklets.table,
+            table_origin=masklets.origin,
+            probs=probs,
+        )
+        refined = []
+        for rule in self.rules:
+            paint = rule.decide(inputs)
+            if paint.shape != (counts.row_ids.shape[0],):
+                raise RuntimeError(
+                    f"rule {rule.name!r} decided {tuple(paint.shape)} rows, the votes have {counts.row_ids.shape[0]}"
+                )
+            refined.append(counts.paint(paint.to(torch.int16)).to(pred.dtype).reshape(pred.shape))
+        return refined
 
     def write(self, row: str, chunk: Mapping[str, Any], refined: torch.Tensor) -> None:
         """Writes one chunk of a refined row as 8-bit PNGs."""
@@ -166,7 +241,9 @@ class ChunkScorer(nn.Module):
         self.score_base = score_base
         self.base = nn.ModuleDict({m: VSSMetrics(metrics) for m in self.methods} if score_base else {})
         self.refined = nn.ModuleDict(
-            {refinement.row(m): VSSMetrics(metrics) for m in self.methods} if refinement is not None else {}
+            {row: VSSMetrics(metrics) for m in self.methods for row in refinement.rows(m)}
+            if refinement is not None
+            else {}
         )
         clash = set(self.base) & set(self.refined)
         if clash:
@@ -192,34 +269,49 @@ class ChunkScorer(nn.Module):
             raise KeyError(f"chunk of video {chunk.get('video')!r} has no predictions for {missing}; has {list(preds)}")
         target = chunk["gt"]  # (T, H, W) uint8
         where = {"video": chunk["video"], "start": int(chunk["start"]), "last": bool(chunk["last"])}
-        maps = {m: preds[m] for m in self.methods}
+        probs = dict(chunk.get("probs") or {})
+        maps = {}
+        for method in self.methods:
+            maps[method], from_logits = self._ids(method, preds[method], chunk)
+            if from_logits is not None:
+                probs[method] = from_logits
         for method, metrics in self.base.items():
             metrics.update(maps[method], target, **where)
         segments = None
         if self.refinement is not None:
             t0 = time.perf_counter()
-            segments = self.refinement.segments(chunk)  # (T, H, W) int32
+            masklets = self.refinement.masklets(chunk)
+            segments = masklets.segments  # (T, H, W) int32
             t1 = time.perf_counter()
             for method in self.methods:
-                pred = maps[method]
-                row = self.refinement.row(method)
-                refined = majority_vote(
-                    segments.to(pred.device),
-                    pred,
-                    num_classes=self.config.num_classes,
-                    ignore_index=self.config.ignore_index,
-                    min_area=self.refinement.min_area,
-                    min_share=self.refinement.min_share,
+                refined = self.refinement.refine(
+                    chunk, masklets, maps[method], probs.get(method), self.config.num_classes, self.config.ignore_index
                 )
-                self.refined[row].update(refined, target, **where)
-                self.refinement.write(row, chunk, refined)
-                maps[row] = refined
+                for row, refined_map in zip(self.refinement.rows(method), refined):
+                    self.refined[row].update(refined_map, target, **where)
+                    self.refinement.write(row, chunk, refined_map)
+                    maps[row] = refined_map
             self._seconds["masklets"] += t1 - t0
             self._seconds["refine"] += time.perf_counter() - t1
             self._refined_frames += int(target.shape[0])
         self.frames.update(int(target.shape[0]))
         self.videos.update(int(where["last"]))
         return ScoredChunk(maps, segments)
+
+    def _ids(self, method: str, pred: torch.Tensor, chunk: Mapping[str, Any]) -> tuple[torch.Tensor, TopKProbs | None]:
+        """A method's (T, H, W) ids; from (T, C, H, W) float logits also its top-k probabilities."""
+        if not pred.is_floating_point():
+            return pred, None
+        if pred.ndim != 4 or pred.shape[1] != self.config.num_classes:
+            raise ValueError(
+                f"method {method!r}, video {chunk.get('video')!r}: float predictions are taken as logits of shape "
+                f"(T, {self.config.num_classes}, H, W), got {tuple(pred.shape)}"
+            )
+        from vssam2.probabilities import TopKProbs
+
+        k = self.refinement.logits_top_k if self.refinement is not None else 1
+        probs = TopKProbs.from_logits(pred, k)
+        return probs.classes[:, 0].contiguous(), probs  # (T, H, W) uint8: the arg-max
 
     def compute(self) -> ScoreReport:
         """Syncs and computes every row (a collective call under DDP: every rank calls it)."""
@@ -231,10 +323,10 @@ class ChunkScorer(nn.Module):
             if method in base:
                 rows[method] = base[method]
             if self.refinement is not None:
-                row = self.refinement.row(method)
-                rows[row] = refined[row]
-                if method in base:
-                    pairs.append((method, row))
+                for row in self.refinement.rows(method):
+                    rows[row] = refined[row]
+                    if method in base:
+                        pairs.append((method, row))
         cost = None
         if self.refinement is not None:
             seconds = self._seconds

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from vssam2.fusion.rules import MajorityVote
 from vssam2.masklets.base import MaskletSource
 from vssam2.masklets.cache import MaskletCache, VideoWriter
 from vssam2.masklets.sharing import SourceSet
@@ -140,7 +141,7 @@ class MaskletSweep(LightningModule):
             ChunkScorer(
                 self.methods,
                 self.metric_config,
-                Refinement(min_area=p.min_area, min_share=p.min_share, name_format=REFINED_FORMAT),
+                Refinement(rules=[MajorityVote(p.min_area, p.min_share)], name_format=REFINED_FORMAT),
                 score_base=False,
             )
             for p in self.points
