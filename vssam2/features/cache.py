@@ -62,6 +62,13 @@ class FeatureCache:
         config: its configuration (``config.json`` without the key).
     """
 
+    #: What the folder is, in messages.
+    KIND: str = "feature cache"
+    #: The command that builds it, in messages.
+    BUILD: str = "python -m vssam2.features --config ..."
+    #: Arrays every video file must hold.
+    REQUIRED: tuple[str, ...] = ("vectors", *ROW_ARRAYS, "hist_row", "hist_label", "hist_count", "uncovered")
+
     def __init__(self, directory: str | Path, config: Mapping[str, Any]) -> None:
         self.directory = Path(directory)
         self.config = dict(config)
@@ -71,15 +78,19 @@ class FeatureCache:
     def create(cls, feature_root: str | Path, config: Mapping[str, Any]) -> FeatureCache:
         """The folder of ``config`` under ``feature_root``, created with its ``config.json``."""
         key = cache_key(config)
-        name = str(config["encoder"].get("class", "encoder")).lower()
-        directory = Path(feature_root) / f"{name}-{key}"
+        directory = Path(feature_root) / f"{cls.folder_name(config)}-{key}"
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / CONFIG_FILE
         if path.exists():
-            return open_feature_cache(directory)
+            return open_feature_cache(directory, cls)
         text = json.dumps({"key": key, **config}, indent=2, sort_keys=True) + "\n"
         atomic_write_bytes(path, text.encode())
         return cls(directory, config)
+
+    @staticmethod
+    def folder_name(config: Mapping[str, Any]) -> str:
+        """The folder's name before its key: the encoder's class."""
+        return str(config["encoder"].get("class", "encoder")).lower()
 
     def video_path(self, split: str, video: str) -> Path:
         """``<cache>/<split>/<video>.npz``."""
@@ -106,22 +117,18 @@ class FeatureCache:
         path = self.video_path(split, video)
         if not path.is_file():
             raise DataError(
-                f"feature cache {self.directory}: video {video!r} of split {split!r} is missing ({path}); "
-                "build it with `python -m vssam2.features --config ...` (finished videos are skipped)",
+                f"{self.KIND} {self.directory}: video {video!r} of split {split!r} is missing ({path}); "
+                f"build it with `{self.BUILD}` (finished videos are skipped)",
                 path,
             )
         try:
             with np.load(path) as npz:
                 arrays = {name: npz[name] for name in npz.files}
         except Exception as error:  # zipfile / pickle / value errors for damaged files
-            raise DataError(f"{path}: unreadable feature cache file ({type(error).__name__}: {error})", path) from error
-        missing = [
-            name
-            for name in ("vectors", *ROW_ARRAYS, "hist_row", "hist_label", "hist_count", "uncovered")
-            if name not in arrays
-        ]
+            raise DataError(f"{path}: unreadable {self.KIND} file ({type(error).__name__}: {error})", path) from error
+        missing = [name for name in self.REQUIRED if name not in arrays]
         if missing:
-            raise DataError(f"{path}: feature cache file lacks arrays {missing}", path)
+            raise DataError(f"{path}: {self.KIND} file lacks arrays {missing}", path)
         return arrays
 
     def check_split(self, split: str, videos: list[str]) -> None:
@@ -129,40 +136,40 @@ class FeatureCache:
         missing = [video for video in videos if not self.is_done(split, video)]
         if missing:
             raise DataError(
-                f"feature cache {self.directory}: {len(missing)} of {len(videos)} videos of split {split!r} are "
-                f"missing, e.g. {self.video_path(split, missing[0])}; build them with `python -m vssam2.features "
-                "--config ...`",
+                f"{self.KIND} {self.directory}: {len(missing)} of {len(videos)} videos of split {split!r} are "
+                f"missing, e.g. {self.video_path(split, missing[0])}; build them with `{self.BUILD}`",
                 self.video_path(split, missing[0]),
             )
 
 
-def open_feature_cache(directory: str | Path) -> FeatureCache:
-    """Opens a feature cache folder for reading, checking ``config.json`` against the folder's key.
+def open_feature_cache(directory: str | Path, cache_class: type[FeatureCache] = FeatureCache) -> FeatureCache:
+    """Opens a cache folder for reading, checking ``config.json`` against the folder's key.
 
     Args:
         directory: ``<feature_root>/<encoder>-<key>``, or a glob pattern matching one folder.
+        cache_class: the kind of cache (:class:`FeatureCache`, or a subclass such as the
+            refinement statistics cache).
 
     Raises:
         DataError: naming the folder when it or its ``config.json`` is missing, corrupt, or of
             another key (a renamed or stale folder).
     """
-    directory = resolve_cache_dir(directory, "feature cache")
+    directory = resolve_cache_dir(directory, cache_class.KIND)
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise DataError(
-            f"feature cache {directory}: {path} not found; "
-            "build the cache with `python -m vssam2.features --config ...`",
+            f"{cache_class.KIND} {directory}: {path} not found; build the cache with `{cache_class.BUILD}`",
             path,
         )
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}: corrupt feature cache config ({error})", path) from error
+        raise DataError(f"{path}: corrupt {cache_class.KIND} config ({error})", path) from error
     key = config.pop("key", None)
-    cache = FeatureCache(directory, config)
+    cache = cache_class(directory, config)
     if key != cache.key or not directory.name.endswith(f"-{cache.key}"):
         raise DataError(
-            f"feature cache {directory}: {path} does not hash to the folder's key (stored {key!r}, computed "
+            f"{cache_class.KIND} {directory}: {path} does not hash to the folder's key (stored {key!r}, computed "
             f"{cache.key!r}); the folder was edited or renamed — rebuild it",
             path,
         )
