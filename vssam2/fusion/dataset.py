@@ -1,0 +1,150 @@
+"""Datasets over the refinement statistics cache: shuffled masklet rows for training, whole
+videos (with their joint histograms) for exact validation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from vssam2.datasets.streaming import balance_videos
+from vssam2.fusion.cache import FusionCache
+from vssam2.fusion.gains import JointHistogram, action_gains
+
+GainWeighting = Literal["pixels", "inverse_sqrt_frequency"]
+GAIN_WEIGHTINGS: tuple[str, ...] = ("pixels", "inverse_sqrt_frequency")
+
+
+def joint_of(arrays: dict[str, np.ndarray]) -> JointHistogram:
+    """The joint histogram of one video's cache arrays."""
+    return JointHistogram(
+        torch.from_numpy(arrays["joint_row"].astype(np.int64)),
+        torch.from_numpy(arrays["joint_base"].astype(np.int64)),
+        torch.from_numpy(arrays["joint_gt"].astype(np.int64)),
+        torch.from_numpy(arrays["joint_count"].astype(np.int64)),
+    )
+
+
+def class_weights(gt_pixels: torch.Tensor, weighting: GainWeighting) -> torch.Tensor | None:
+    """(C,) weight of a correct pixel of each GT class (None = plain pixels).
+
+    ``inverse_sqrt_frequency`` weighs pixels by 1/√(class share), normalised so that the
+    average pixel weighs 1: rare classes count more, as they do in mIoU, without letting a
+    class of a few pixels dominate.
+    """
+    if weighting == "pixels":
+        return None
+    if weighting not in GAIN_WEIGHTINGS:
+        raise ValueError(f"gain_weighting must be one of {GAIN_WEIGHTINGS}, got {weighting!r}")
+    pixels = gt_pixels.double()
+    weight = torch.where(pixels > 0, 1.0 / pixels.clamp(min=1).sqrt(), torch.zeros_like(pixels))
+    return weight * pixels.sum() / (weight * pixels).sum().clamp(min=1e-12)
+
+
+class FusionRows(Dataset):
+    """Every masklet row of a split that has a candidate, with the gain of every action.
+
+    Items are fetched in batches (``__getitems__``, use ``collate_fn=first_item``):
+    ``{"features": (B, F) float32, "candidates": (B, k) int64, "gains": (B, 1 + k) float64
+    (−inf = no such action), "area": (B,) int64}``.
+
+    Args:
+        cache: the statistics cache.
+        split: split to read.
+        videos: videos of the split (all must be in the cache).
+        gain_weighting: what a correct pixel is worth (see :func:`class_weights`).
+    """
+
+    def __init__(
+        self, cache: FusionCache, split: str, videos: Sequence[str], gain_weighting: GainWeighting = "pixels"
+    ) -> None:
+        cache.check_split(split, list(videos))
+        num_classes = int(cache.config["num_classes"])
+        loaded = [cache.read(split, video) for video in videos]
+        gt_pixels = torch.zeros(num_classes, dtype=torch.int64)
+        for arrays in loaded:
+            gt = arrays["joint_gt"].astype(np.int64)
+            valid = gt < num_classes
+            gt_pixels += torch.from_numpy(np.bincount(gt[valid], arrays["joint_count"][valid], num_classes)).long()
+        weight = class_weights(gt_pixels, gain_weighting)
+        features, candidates, gains, area = [], [], [], []
+        for arrays in loaded:
+            cand = torch.from_numpy(arrays["candidates"].astype(np.int64))
+            gain = action_gains(joint_of(arrays), cand, num_classes, weight)
+            keep = cand[:, 0] >= 0  # a masklet without votes has one action: keep
+            features.append(torch.from_numpy(arrays["features"])[keep])
+            candidates.append(cand[keep])
+            gains.append(gain[keep])
+            area.append(torch.from_numpy(arrays["area"])[keep])
+        self.features = torch.cat(features)  # (N, F) float32
+        self.candidates = torch.cat(candidates)  # (N, k) int64
+        self.gains = torch.cat(gains)  # (N, 1 + k) float64
+        self.area = torch.cat(area)  # (N,) int64
+        if self.features.shape[0] == 0:
+            raise ValueError(f"statistics cache {cache.directory}: split {split!r} has no masklet with a candidate")
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return [
+            {
+                "features": self.features[index],
+                "candidates": self.candidates[index],
+                "gains": self.gains[index],
+                "area": self.area[index],
+            }
+        ]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+
+class FusionVideos(IterableDataset):
+    """One item per video of one rank's share of a split (sharded like evaluation).
+
+    Items: ``{"video": str, "features": (N, F) float32, "candidates": (N, k) int64,
+    "joint_row", "joint_base", "joint_gt", "joint_count": (M,) int64}``.
+
+    Args:
+        cache: the statistics cache.
+        split: split to read.
+        videos: videos of the whole split with their frame counts (for balanced sharding).
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(
+        self, cache: FusionCache, split: str, videos: Sequence[tuple[str, int]], rank: int = 0, world_size: int = 1
+    ) -> None:
+        cache.check_split(split, [name for name, _ in videos])
+        shard = balance_videos([frames for _, frames in videos], world_size)[rank]
+        self.cache = cache
+        self.split = split
+        self.videos = [videos[i] for i in shard]
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        videos = self.videos
+        if info is not None:
+            shard = balance_videos([frames for _, frames in videos], info.num_workers)[info.id]
+            videos = [videos[i] for i in shard]
+        for name, _ in videos:
+            arrays = self.cache.read(self.split, name)
+            joint = joint_of(arrays)
+            yield {
+                "video": name,
+                "features": torch.from_numpy(arrays["features"]),
+                "candidates": torch.from_numpy(arrays["candidates"].astype(np.int64)),
+                "joint_row": joint.row,
+                "joint_base": joint.base,
+                "joint_gt": joint.gt,
+                "joint_count": joint.count,
+            }

@@ -1,0 +1,202 @@
+"""FusionModel: trains the learned refinement rule with ``train.py``, then tests it beside the vote.
+
+Training reads the refinement statistics cache (``data.fusion_cache``): each batch is masklet
+rows with the exact pixel gain of every action, and the loss is the expected regret of the
+network's action distribution — Σ_a p(a) · (best gain − gain(a)), per pixel of the batch — so
+the network is pushed towards the action that gains most pixels, and pays in proportion to
+what a wrong action costs (a 10-pixel mistake matters less than a 10 000-pixel one).
+
+Validation is exact and needs no pixel maps: each video's decisions become a confusion
+matrix through the joint histograms (:func:`vssam2.fusion.gains.decision_confusion`), for the
+learned rule and, as references, for the base prediction, the majority vote and the
+per-masklet best action (the upper bound of any rule over these candidates).
+
+Testing streams the test split's clips with the masklet cache and scores the base
+prediction, the vote and the learned rule through the one refine-and-score path (Table 1
+shape: ``<model>``, ``SAM2-<model>``, ``SAM2-<model> (learned)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchmetrics import MeanMetric
+
+from vssam2.fusion.dataset import GAIN_WEIGHTINGS, GainWeighting, joint_of
+from vssam2.fusion.gains import action_gains, actions_to_paint, decision_confusion
+from vssam2.fusion.learned import CHECKPOINT_KEY, FusionNet, LearnedFusion, describe_fusion
+from vssam2.fusion.rules import MajorityVote
+from vssam2.fusion.statistics import StatisticsConfig
+from vssam2.metrics import SemanticIoU
+from vssam2.metrics.config import MetricConfig
+from vssam2.replay import PredictionReplay
+from vssam2.scoring import Refinement
+
+#: Reference rows of the exact validation, besides the learned rule itself.
+VALIDATION_REFERENCES: tuple[str, ...] = ("base", "vote", "upper")
+
+
+class FusionModel(PredictionReplay):
+    """The learned refinement rule of one base model (docs/refinement.md, "Learned fusion").
+
+    Args:
+        base_method: the base model it refines (a ``data.pred_roots`` name).
+        name: the rule's row suffix (``SAM2-<model> (<name>)``).
+        name_format: row name of the majority vote's refined rows.
+        top_k: candidate classes per masklet (must match the statistics cache).
+        use_probs: use the probability summaries (must match the statistics cache).
+        hidden_dims: hidden widths of the MLP.
+        class_embedding_dim: width of each candidate's class embedding.
+        dropout: dropout of the MLP.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        gain_weighting: what a correct pixel is worth in the loss: "pixels", or
+            "inverse_sqrt_frequency" (rare classes count more, closer to mIoU).
+        metrics: the metric configuration of every row (its class count is the rule's).
+    """
+
+    def __init__(
+        self,
+        base_method: str,
+        name: str = "learned",
+        name_format: str = "SAM2-{method}",
+        top_k: int = 3,
+        use_probs: bool = False,
+        hidden_dims: Sequence[int] = (64, 64),
+        class_embedding_dim: int = 8,
+        dropout: float = 0.1,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        gain_weighting: GainWeighting = "pixels",
+        metrics: MetricConfig = MetricConfig(),
+    ) -> None:
+        super().__init__([base_method], metrics)
+        self.save_hyperparameters()
+        if gain_weighting not in GAIN_WEIGHTINGS:
+            raise ValueError(f"gain_weighting must be one of {GAIN_WEIGHTINGS}, got {gain_weighting!r}")
+        self.statistics = StatisticsConfig(metrics.num_classes, top_k, use_probs)
+        self.net = FusionNet(
+            len(self.statistics.features), metrics.num_classes, top_k, hidden_dims, class_embedding_dim, dropout
+        )
+        self.train_regret = MeanMetric()
+        self.val_iou = torch.nn.ModuleDict(
+            {row: SemanticIoU(metrics.num_classes, metrics.ignore_index) for row in ("learned", *VALIDATION_REFERENCES)}
+        )
+        self._trained_on: dict[str, Any] = {}
+
+    def rule(self) -> LearnedFusion:
+        """The learned rule as it stands (shares this module's network)."""
+        return LearnedFusion(name=self.hparams.name, net=self.net, statistics=self.statistics)
+
+    # ------------------------------------------------------------------------ setup
+
+    def setup(self, stage: str) -> None:
+        """Checks the statistics cache against the rule; for testing, the vote and the rule."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        cache = getattr(datamodule, "fusion_cache", None)
+        if cache is not None:
+            cached = StatisticsConfig.from_dict(cache.config["statistics"])
+            wrong = self.statistics.mismatch(cached)
+            if wrong:
+                raise ValueError(
+                    f"statistics cache {cache.directory} does not match the model ({'; '.join(wrong)}): set "
+                    "model.top_k / model.use_probs / metrics.num_classes as the cache was built, or rebuild it"
+                )
+            if cache.config["base_method"] != self.hparams.base_method:
+                raise ValueError(
+                    f"statistics cache {cache.directory} describes {cache.config['base_method']!r}, the model "
+                    f"refines {self.hparams.base_method!r}"
+                )
+            self._trained_on = {
+                "base_method": self.hparams.base_method,
+                "masklets": cache.config["masklets"],
+                "clip_len": cache.config["clip_len"],
+                "statistics_cache": cache.directory.name,
+            }
+        if stage == "test" and self.refinement is None:
+            self.refinement = Refinement(rules=[MajorityVote(), self.rule()], name_format=self.hparams.name_format)
+        super().setup(stage)
+
+    def on_train_start(self) -> None:
+        """Fits the feature standardisation on the training rows (a fresh fit only)."""
+        if self.global_step == 0:
+            dataset = self.trainer.train_dataloader.dataset
+            features = getattr(dataset, "features", None)
+            if features is None:
+                raise TypeError("FusionModel trains from the statistics cache: give the data module a fusion_cache")
+            self.net.set_normalization(features)
+
+    # ------------------------------------------------------------------------- training
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if "gains" not in batch:
+            raise KeyError("FusionModel trains from the statistics cache: give the data module a fusion_cache")
+        logits = self.net(batch["features"], batch["candidates"])  # (B, 1 + k)
+        gains = batch["gains"].to(logits.device)  # (B, 1 + k) float64, −inf = no action
+        valid = torch.isfinite(gains)
+        regret = (gains.max(dim=1, keepdim=True).values - gains).masked_fill(~valid, 0.0)  # (B, 1 + k) ≥ 0
+        p = torch.softmax(logits, dim=1)
+        pixels = batch["area"].double().sum().clamp(min=1)
+        loss = (p.double() * regret).sum() / pixels  # expected lost pixels per masklet pixel
+        self.train_regret.update(loss.detach())
+        self.log("train/regret", loss.float() * 100, prog_bar=True, batch_size=int(gains.shape[0]))
+        return loss.float()
+
+    # ------------------------------------------------------------------- evaluation
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if "joint_row" not in batch:  # a clip stream: score like testing
+            self._score(batch)
+            return
+        joint = joint_of({k: batch[k].numpy() for k in ("joint_row", "joint_base", "joint_gt", "joint_count")})
+        candidates = batch["candidates"]
+        num_classes, ignore = self.metric_config.num_classes, self.metric_config.ignore_index
+        num = candidates.shape[0]
+        if num:
+            logits = self.net(batch["features"].to(self.device), candidates.to(self.device)).cpu()
+            learned = logits.argmax(dim=1)
+            gains = action_gains(joint, candidates, num_classes)
+            decisions = {
+                "learned": learned,
+                "base": torch.zeros(num, dtype=torch.int64),
+                "vote": (candidates[:, 0] >= 0).long(),  # candidate 1 is the vote's winner
+                "upper": gains.argmax(dim=1),
+            }
+        else:
+            decisions = {row: torch.zeros(0, dtype=torch.int64) for row in self.val_iou}
+        for row, actions in decisions.items():
+            paint = actions_to_paint(actions, candidates)
+            self.val_iou[row].update(confmat=decision_confusion(joint, paint, num_classes, ignore).to(self.device))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.val_iou["learned"].update_count:
+            super().on_validation_epoch_end()
+            return
+        for row, metric in self.val_iou.items():
+            scores = metric.compute()
+            prefix = "val" if row == "learned" else f"val/{row}"
+            self.log(f"{prefix}/mIoU", scores["mIoU"].float() * 100, prog_bar=row == "learned")
+            self.log(f"{prefix}/WIoU", scores["WIoU"].float() * 100)
+            metric.reset()
+        self.report = None
+
+    # ---------------------------------------------------------------- optimisation
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Records what :class:`LearnedFusion` needs to rebuild and check the rule."""
+        checkpoint[CHECKPOINT_KEY] = describe_fusion(self.net, self.statistics, self._trained_on)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses a checkpoint of a rule with other statistics."""
+        info = checkpoint.get(CHECKPOINT_KEY)
+        if info is not None:
+            wrong = self.statistics.mismatch(StatisticsConfig.from_dict(info["statistics"]))
+            if wrong:
+                raise ValueError(f"checkpoint was trained on other statistics: {'; '.join(wrong)}")
