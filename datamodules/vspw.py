@@ -19,18 +19,23 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
 
     Layout: ``<root>/data/<video>/origin/<frame>.jpg``, ``<root>/data/<video>/mask/<frame>.png``
     (raw ids, remapped to evaluation ids), split lists ``<root>/<split>.txt``. Predictions:
-    ``<pred_root>/<video>/<frame>.png`` of evaluation ids (255 = no prediction).
+    ``<pred_root>/<video>/<frame>.png`` of evaluation ids (255 = no prediction). Class
+    probabilities of a prediction method (optional): ``<prob_root>/<video>/<frame>.npz`` with
+    top-k ``classes`` and ``probs`` (``docs/probabilities.md``).
 
     Evaluation (``val``/``test``/``predict`` dataloaders, one chunk per batch, not collated):
     the chunks of :class:`vssam2.datasets.VideoSplits`, which also documents indexing, bad
-    data and the masklet cache. Training batches: ``{"frames": (B, T, H, W, 3) uint8, "gt":
-    (B, T, H, W) uint8, "video": list[str], "start": (B,) int64, "frame_ids":
-    list[list[str]]}`` (plus ``"segments"`` with a masklet cache).
+    data, the masklet cache and the probability folders (``"probs"``: one
+    :class:`vssam2.probabilities.TopKProbs` per method of ``prob_roots``). Training batches:
+    ``{"frames": (B, T, H, W, 3) uint8, "gt": (B, T, H, W) uint8, "video": list[str], "start":
+    (B,) int64, "frame_ids": list[list[str]]}`` (plus ``"segments"`` with a masklet cache).
 
     Args:
         root, pred_root, pred_roots, test_split, val_split, clip_len, load_frames, num_workers,
             skip_bad_videos, max_videos, num_classes, prevalidate, masklet_cache: as for
             :class:`vssam2.datasets.VideoSplits`.
+        prob_roots: method name → probability folder of that prediction method, as for
+            :class:`vssam2.datasets.VideoSplits` (evaluation chunks then carry ``"probs"``).
         train_split: split sampled by the training dataloader.
         train_clip_len: frames per training clip.
         train_crop: training crop size (height, width) of the default transform.
@@ -72,6 +77,7 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
         masklet_cache: str | None = None,
         feature_cache: str | None = None,
         feature_batch_size: int = 256,
+        prob_roots: dict[str, str] | None = None,
     ) -> None:
         LightningDataModule.__init__(self)
         VideoSplits.__init__(
@@ -89,6 +95,7 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
             num_classes=num_classes,
             prevalidate=prevalidate,
             masklet_cache=masklet_cache,
+            prob_roots=prob_roots,
         )
         for name, value in [
             ("train_clip_len", train_clip_len),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vssam2.datasets.layout import PRED_SUFFIX, VSPW_LAYOUT, DatasetLayout
 from vssam2.errors import DataError
+from vssam2.probabilities import PROB_SUFFIX
 
 # How many missing/extra files a message lists before summarising with a count.
 _MAX_LISTED = 3
@@ -33,6 +34,7 @@ class VideoEntry:
         frame_dir: folder of the RGB frames.
         mask_dir: folder of the ground-truth masks.
         pred_dirs: prediction folder of this video per method name, in method order.
+        prob_dirs: probability folder of this video per method name (methods with one only).
         frame_suffix: suffix of frame files.
         mask_suffix: suffix of mask files.
     """
@@ -42,6 +44,7 @@ class VideoEntry:
     frame_dir: Path
     mask_dir: Path
     pred_dirs: Mapping[str, Path] = field(default_factory=dict)
+    prob_dirs: Mapping[str, Path] = field(default_factory=dict)
     frame_suffix: str = ".jpg"
     mask_suffix: str = ".png"
 
@@ -61,6 +64,10 @@ class VideoEntry:
     def pred_path(self, method: str, index: int) -> Path:
         """Path of method ``method``'s prediction for frame ``index``."""
         return self.pred_dirs[method] / f"{self.frame_ids[index]}{PRED_SUFFIX}"
+
+    def prob_path(self, method: str, index: int) -> Path:
+        """Path of method ``method``'s class probabilities for frame ``index``."""
+        return self.prob_dirs[method] / f"{self.frame_ids[index]}{PROB_SUFFIX}"
 
 
 @dataclass
@@ -146,6 +153,7 @@ def index_video(
     video: str,
     layout: DatasetLayout = VSPW_LAYOUT,
     pred_roots: Mapping[str, str | Path] | None = None,
+    prob_roots: Mapping[str, str | Path] | None = None,
 ) -> VideoEntry:
     """Indexes one video from directory listings (nothing is decoded).
 
@@ -155,13 +163,15 @@ def index_video(
         layout: dataset layout.
         pred_roots: prediction root per method; ``<pred_root>/<video>/<frame>.png`` must exist
             for every frame.
+        prob_roots: probability folder per method (a subset of ``pred_roots``' methods);
+            ``<prob_root>/<video>/<frame>.npz`` must exist for every frame.
 
     Returns:
         The video's entry.
 
     Raises:
         DataError: naming the missing folder or file: video folder absent, zero frames, a frame
-            without mask, a mask without frame, a missing prediction folder or file.
+            without mask, a mask without frame, a missing prediction or probability folder or file.
     """
     frame_dir = layout.frame_dir(root, video)
     mask_dir = layout.mask_dir(root, video)
@@ -198,12 +208,27 @@ def index_video(
             )
         # Extra prediction files (frames the dataset does not list) are not scored, so harmless.
         pred_dirs[method] = pred_dir
+    prob_dirs: dict[str, Path] = {}
+    for method, prob_root in (prob_roots or {}).items():
+        prob_dir = Path(prob_root) / video
+        probs = _list_stems(prob_dir, PROB_SUFFIX)
+        if probs is None:
+            raise DataError(
+                f"video {video!r}: probability folder {prob_dir} of method {method!r} does not exist", prob_dir
+            )
+        missing = [prob_dir / f"{stem}{PROB_SUFFIX}" for stem in frame_ids if stem not in probs]
+        if missing:
+            raise DataError(
+                f"video {video!r}: probabilities of method {method!r} missing: {_summarise(missing)}", missing[0]
+            )
+        prob_dirs[method] = prob_dir
     return VideoEntry(
         name=video,
         frame_ids=frame_ids,
         frame_dir=frame_dir,
         mask_dir=mask_dir,
         pred_dirs=pred_dirs,
+        prob_dirs=prob_dirs,
         frame_suffix=layout.frame_suffix,
         mask_suffix=layout.mask_suffix,
     )
@@ -216,6 +241,7 @@ def index_split(
     pred_roots: Mapping[str, str | Path] | None = None,
     skip_bad_videos: bool = False,
     max_videos: int | None = None,
+    prob_roots: Mapping[str, str | Path] | None = None,
 ) -> SplitIndex:
     """Lists a split's videos with their frames, masks and predictions (no decoding).
 
@@ -227,6 +253,7 @@ def index_split(
         skip_bad_videos: leave out videos with index-time problems (with a warning each and a
             record in :attr:`SplitIndex.skipped`) instead of raising.
         max_videos: keep only the first ``max_videos`` usable videos (split-file order).
+        prob_roots: probability folder per method name (see :func:`index_video`).
 
     Returns:
         The split index.
@@ -243,7 +270,7 @@ def index_split(
         if max_videos is not None and len(videos) >= max_videos:
             break
         try:
-            videos.append(index_video(root, name, layout, pred_roots))
+            videos.append(index_video(root, name, layout, pred_roots, prob_roots))
         except DataError as error:
             if not skip_bad_videos:
                 raise

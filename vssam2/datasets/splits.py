@@ -2,9 +2,10 @@
 
 :class:`VideoSplits` holds everything evaluation and the compute drivers (masklet cache,
 feature cache, ablations) need from a dataset, without Lightning: the layout, the split
-indexes, the prediction folders that are scored, an optional masklet cache, and the chunk
-stream of one rank's share of a split. :class:`datamodules.VSPWDataModule` adds training
-clips and the Lightning dataloaders on top of it.
+indexes, the prediction folders that are scored (with the class probabilities of those that
+have them), an optional masklet cache, and the chunk stream of one rank's share of a split.
+:class:`datamodules.VSPWDataModule` adds training clips and the Lightning dataloaders on top
+of it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vssam2.datasets.index import SplitIndex, VideoEntry, index_split
 from vssam2.datasets.layout import VSPW_LAYOUT, DatasetLayout
-from vssam2.datasets.reading import validate_video
-from vssam2.datasets.streaming import VideoClipStream
+from vssam2.datasets.reading import image_size, validate_video
+from vssam2.datasets.streaming import VideoClipStream, chunk_bounds
 from vssam2.errors import DataError
 from vssam2.labels import vspw_classes
+from vssam2.probabilities import read_prob_frames, read_prob_k
 
 if TYPE_CHECKING:
     from vssam2.masklets.cache import MaskletCache
@@ -33,19 +35,25 @@ class VideoSplits:
         {"video": str, "frame_ids": list[str], "start": int, "num_frames": int, "last": bool,
          "frames": (T, H, W, 3) uint8 RGB (only with load_frames), "gt": (T, H, W) uint8,
          "preds": {method: (T, H, W) uint8},
-         "segments": (T, H, W) int32 (only with masklet_cache)}
+         "segments": (T, H, W) int32 (only with masklet_cache),
+         "probs": {method: TopKProbs} (only with prob_roots: the methods that have a folder)}
+
+    ``"probs"`` holds a :class:`vssam2.probabilities.TopKProbs` per method of ``prob_roots``:
+    (T, k, H, W) uint8 classes and float16 probabilities of the chunk's frames
+    (``docs/probabilities.md``).
 
     Every evaluation split needs ground-truth masks (they are what is scored). Data problems
     raise :class:`~vssam2.errors.DataError` naming the file. Index-time problems (found from
     directory listings: missing video folder, zero frames, frame without mask, mask without
-    frame, missing prediction) skip the video when ``skip_bad_videos`` is set, with a warning
-    and a ``(video, reason)`` entry in :attr:`skipped`; a split with no usable video is still
-    an error. Load-time problems (undecodable file, size mismatch, label ids out of range)
-    **always raise**, even with ``skip_bad_videos``: by the time one is found, earlier chunks
-    of the video may already be in the metrics, and dropping the rest would count a partial
-    video as whole. To have load-time problems skipped too, set ``prevalidate=True``: indexing
-    then reads every file once with the same checks (on every rank, so all ranks agree on the
-    video list) and treats a failure like an index-time problem.
+    frame, missing prediction or probability file) skip the video when ``skip_bad_videos`` is
+    set, with a warning and a ``(video, reason)`` entry in :attr:`skipped`; a split with no
+    usable video is still an error. Load-time problems (undecodable file, size mismatch, label
+    ids out of range, a bad probability file) **always raise**, even with ``skip_bad_videos``:
+    by the time one is found, earlier chunks of the video may already be in the metrics, and
+    dropping the rest would count a partial video as whole. To have load-time problems skipped
+    too, set ``prevalidate=True``: indexing then reads every file once with the same checks (on
+    every rank, so all ranks agree on the video list) and treats a failure like an index-time
+    problem.
 
     Args:
         root: dataset root.
@@ -70,6 +78,14 @@ class VideoSplits:
             with and name this dataset's layout; every video streamed must be complete in it
             (checked when the stream is built) and every map must have the frame's size, else
             :class:`~vssam2.errors.DataError` naming the folder or file.
+        prob_roots: method name → probability folder ``<prob_root>/<video>/<frame>.npz``
+            (:mod:`vssam2.probabilities`) of a method that is also a prediction method;
+            evaluation chunks then carry ``"probs"``. Indexed like the prediction folders (a
+            missing video folder or frame file is an index-time problem). The folder's k is
+            that of the first frame of the first usable video, read when the split is
+            indexed; every file must have it. Files are checked for dtypes, shapes and value
+            ranges when read (a load-time problem); the top-1 class need not equal the
+            prediction PNG.
     """
 
     layout: ClassVar[DatasetLayout] = VSPW_LAYOUT
@@ -89,6 +105,7 @@ class VideoSplits:
         num_classes: int = 124,
         prevalidate: bool = False,
         masklet_cache: str | None = None,
+        prob_roots: dict[str, str] | None = None,
     ) -> None:
         for name, value, minimum in [
             ("clip_len", clip_len, 1),
@@ -117,6 +134,7 @@ class VideoSplits:
             "num_classes": num_classes,
             "prevalidate": prevalidate,
             "masklet_cache": masklet_cache,
+            "prob_roots": prob_roots,
         }
         self.root = Path(root)
         self.pred_roots: dict[str, Path] = {}
@@ -127,6 +145,18 @@ class VideoSplits:
                 raise ValueError(f"prediction method {method!r} is given twice: {self.pred_roots[method]} and {folder}")
             self.pred_roots[method] = Path(folder)
         self.pred_names: list[str] = list(self.pred_roots)
+        unknown = [method for method in (prob_roots or {}) if method not in self.pred_roots]
+        if unknown:
+            raise ValueError(
+                f"prob_roots names methods without a prediction folder: {unknown} "
+                f"(prediction methods: {self.pred_names}); probabilities accompany a prediction folder"
+            )
+        # In prediction-method order, so chunks list methods the same way in "preds" and "probs".
+        self.prob_roots: dict[str, Path] = {
+            method: Path(prob_roots[method]) for method in self.pred_names if method in (prob_roots or {})
+        }
+        # Each probability folder's k, fixed by the first split indexed with predictions.
+        self.prob_k: dict[str, int] = {}
         self.test_split = test_split
         self.val_split = val_split
         self.clip_len = clip_len
@@ -188,16 +218,44 @@ class VideoSplits:
                 pred_roots=self.pred_roots if with_preds else None,
                 skip_bad_videos=self.skip_bad_videos,
                 max_videos=self.max_videos,
+                prob_roots=self.prob_roots if with_preds else None,
             )
+            if with_preds:
+                self._fix_prob_k(split_index)
             if self.prevalidate:
                 self._prevalidate(split_index, load_frames=self.load_frames or not with_preds)
             self._indexes[key] = split_index
         return self._indexes[key]
 
+    def _fix_prob_k(self, split_index: SplitIndex) -> None:
+        """Reads each probability folder's k from the header of its first file, once."""
+        for method in self.prob_roots:
+            if method in self.prob_k:
+                continue
+            for video in split_index.videos:
+                try:
+                    self.prob_k[method] = read_prob_k(video.prob_path(method, 0))
+                    break
+                except DataError:
+                    # Validation will skip that video; the next one gives the folder's k.
+                    if not (self.prevalidate and self.skip_bad_videos):
+                        raise
+
+    def _validate_probs(self, video: VideoEntry) -> None:
+        """Reads every probability file of a video with the stream's checks."""
+        if not video.prob_dirs:
+            return
+        size = image_size(video.mask_path(0))
+        for method in video.prob_dirs:
+            for start, stop in chunk_bounds(video.num_frames, 16):
+                paths = [video.prob_path(method, index) for index in range(start, stop)]
+                read_prob_frames(paths, self.num_classes, size, self.prob_k.get(method))
+
     def _prevalidate(self, split_index: SplitIndex, load_frames: bool) -> None:
         def check(video: VideoEntry) -> DataError | None:
             try:
                 validate_video(video, self.layout, self.num_classes, load_frames)
+                self._validate_probs(video)
             except DataError as error:
                 return error
             return None
@@ -263,6 +321,7 @@ class VideoSplits:
             rank=default_rank if rank is None else rank,
             world_size=default_world if world_size is None else world_size,
             masklet_cache=self.masklet_cache,
+            prob_k=self.prob_k,
         )
         if self.masklet_cache is not None:
             # Fail before any chunk is scored, not in the middle of the run.

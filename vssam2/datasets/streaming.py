@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,6 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from vssam2.datasets.index import VideoEntry
 from vssam2.datasets.layout import VSPW_LAYOUT, DatasetLayout
 from vssam2.datasets.reading import load_frames_range
+from vssam2.probabilities import read_prob_frames
 
 if TYPE_CHECKING:
     from vssam2.masklets.cache import MaskletCache
@@ -71,7 +72,12 @@ class VideoClipStream(IterableDataset):
         {"video": str, "frame_ids": list[str], "start": int, "num_frames": int, "last": bool,
          "frames": (T, H, W, 3) uint8 (only when load_frames), "gt": (T, H, W) uint8,
          "preds": {method: (T, H, W) uint8},
-         "segments": (T, H, W) int32 (only with masklet_cache)}
+         "segments": (T, H, W) int32 (only with masklet_cache),
+         "probs": {method: TopKProbs} (only for videos indexed with probability folders)}
+
+    ``"probs"`` holds a :class:`vssam2.probabilities.TopKProbs` ((T, k, H, W) uint8 classes
+    and float16 probabilities) per method that has a probability folder; each file is checked
+    for shapes, dtypes and value ranges, not for agreement with the prediction PNG.
 
     Args:
         videos: the whole split (all ranks), in split order.
@@ -82,6 +88,8 @@ class VideoClipStream(IterableDataset):
         rank: this process's rank.
         world_size: number of processes.
         masklet_cache: cached segment maps to add to every chunk as ``"segments"``.
+        prob_k: the k of each method's probability folder (every file must have it); a
+            method not listed takes the k of its first file in each chunk.
     """
 
     def __init__(
@@ -94,6 +102,7 @@ class VideoClipStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         masklet_cache: MaskletCache | None = None,
+        prob_k: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         if clip_len < 1:
@@ -107,6 +116,7 @@ class VideoClipStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.masklet_cache = masklet_cache
+        self.prob_k: dict[str, int] = dict(prob_k or {})
         all_videos = list(videos)
         shard = balance_videos([video.num_frames for video in all_videos], world_size)[rank]
         # Only this rank's videos are kept: less to pickle into every worker.
@@ -138,6 +148,17 @@ class VideoClipStream(IterableDataset):
                 if self.masklet_cache is not None:
                     size = tuple(item["gt"].shape[1:])
                     item["segments"] = self.masklet_cache.read_segments(video.name, item["frame_ids"], size)
+                if video.prob_dirs:
+                    size = tuple(item["gt"].shape[1:])
+                    item["probs"] = {
+                        method: read_prob_frames(
+                            [video.prob_path(method, index) for index in range(start, stop)],
+                            self.num_classes,
+                            size,
+                            self.prob_k.get(method),
+                        )
+                        for method in video.prob_dirs
+                    }
                 yield item
 
 
