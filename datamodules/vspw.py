@@ -51,7 +51,15 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
             cached masklet vectors (``{"vectors", "target", "area"}``) and validation one item
             per video of ``val_split`` (vectors + GT histograms); testing still streams clips.
             Every video of both splits must be in the cache (else :class:`vssam2.errors.DataError`).
-        feature_batch_size: masklet vectors per training batch from the feature cache.
+        feature_batch_size: rows per training batch from the feature cache or the refinement
+            statistics cache.
+        fusion_cache: a refinement statistics cache folder ``<fusion_root>/<method>-<key>``
+            written by ``python -m vssam2.fusion`` (docs/refinement.md), to train a learned
+            refinement rule: training then serves shuffled batches of masklet rows with the
+            gain of every action (``{"features", "candidates", "gains", "weighted_gains",
+            "area"}``) and validation one item per video of ``val_split`` (rows + joint
+            histograms, for exact mIoU); testing still streams clips (give ``masklet_cache``
+            and ``pred_roots`` for it). Every video of both splits must be in the cache.
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
         feature_cache: str | None = None,
         feature_batch_size: int = 256,
         prob_roots: dict[str, str] | None = None,
+        fusion_cache: str | None = None,
     ) -> None:
         LightningDataModule.__init__(self)
         VideoSplits.__init__(
@@ -119,6 +128,13 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
 
             self.feature_cache = open_feature_cache(feature_cache)
         self.feature_batch_size = feature_batch_size
+        if feature_cache is not None and fusion_cache is not None:
+            raise ValueError("give feature_cache (a masklet classifier) or fusion_cache (a refinement rule), not both")
+        self.fusion_cache = None
+        if fusion_cache is not None:
+            from vssam2.fusion.cache import open_fusion_cache
+
+            self.fusion_cache = open_fusion_cache(fusion_cache)
 
     def setup(self, stage: str | None = None) -> None:
         """Indexes the splits a stage needs (directory listings only, nothing decoded)."""
@@ -156,10 +172,21 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of random clips, or of cached masklet vectors with ``feature_cache``.
+        """Shuffled batches of random clips, or of cached rows with ``feature_cache`` / ``fusion_cache``.
 
         Lightning adds a DistributedSampler under DDP.
         """
+        if self.fusion_cache is not None:
+            from vssam2.features import first_item
+            from vssam2.fusion.dataset import FusionRows
+
+            videos = [video.name for video in self.index(self.train_split, with_preds=False).videos]
+            return DataLoader(
+                FusionRows(self.fusion_cache, self.train_split, videos),
+                batch_size=self.feature_batch_size,
+                shuffle=True,
+                collate_fn=first_item,
+            )
         if self.feature_cache is not None:
             from vssam2.features import CachedMaskletVectors, first_item
 
@@ -181,7 +208,15 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """Streams ``val_split`` (with ``feature_cache``: one cached item per video of this rank)."""
+        """Streams ``val_split`` (with ``feature_cache`` / ``fusion_cache``: one cached item per video of this rank)."""
+        if self.fusion_cache is not None:
+            from vssam2.fusion.dataset import FusionVideos
+
+            rank, world_size = self.rank_and_world()
+            videos = [(video.name, video.num_frames) for video in self.index(self.val_split, with_preds=False).videos]
+            return DataLoader(
+                FusionVideos(self.fusion_cache, self.val_split, videos, rank, world_size), batch_size=None
+            )
         if self.feature_cache is not None:
             from vssam2.features import CachedVideoMasklets
 

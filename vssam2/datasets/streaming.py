@@ -72,7 +72,8 @@ class VideoClipStream(IterableDataset):
         {"video": str, "frame_ids": list[str], "start": int, "num_frames": int, "last": bool,
          "frames": (T, H, W, 3) uint8 (only when load_frames), "gt": (T, H, W) uint8,
          "preds": {method: (T, H, W) uint8},
-         "segments": (T, H, W) int32 (only with masklet_cache),
+         "segments": (T, H, W) int32, "masklet_table": MaskletTable, "masklet_table_path": str
+         (only with masklet_cache),
          "probs": {method: TopKProbs} (only for videos indexed with probability folders)}
 
     ``"probs"`` holds a :class:`vssam2.probabilities.TopKProbs` ((T, k, H, W) uint8 classes
@@ -148,6 +149,10 @@ class VideoClipStream(IterableDataset):
                 if self.masklet_cache is not None:
                     size = tuple(item["gt"].shape[1:])
                     item["segments"] = self.masklet_cache.read_segments(video.name, item["frame_ids"], size)
+                    if start == 0:  # the score table, read once per video (refinement rules read it)
+                        table = self.masklet_cache.read_table(video.name)
+                    item["masklet_table"] = table
+                    item["masklet_table_path"] = str(self.masklet_cache.table_path(video.name))
                 if video.prob_dirs:
                     size = tuple(item["gt"].shape[1:])
                     item["probs"] = {

@@ -49,18 +49,16 @@ class FusionRows(Dataset):
 
     Items are fetched in batches (``__getitems__``, use ``collate_fn=first_item``):
     ``{"features": (B, F) float32, "candidates": (B, k) int64, "gains": (B, 1 + k) float64
-    (−inf = no such action), "area": (B,) int64}``.
+    pixel gains (−inf = no such action), "weighted_gains": the same with class weights
+    (``inverse_sqrt_frequency`` of the split, :func:`class_weights`), "area": (B,) int64}``.
 
     Args:
         cache: the statistics cache.
         split: split to read.
         videos: videos of the split (all must be in the cache).
-        gain_weighting: what a correct pixel is worth (see :func:`class_weights`).
     """
 
-    def __init__(
-        self, cache: FusionCache, split: str, videos: Sequence[str], gain_weighting: GainWeighting = "pixels"
-    ) -> None:
+    def __init__(self, cache: FusionCache, split: str, videos: Sequence[str]) -> None:
         cache.check_split(split, list(videos))
         num_classes = int(cache.config["num_classes"])
         loaded = [cache.read(split, video) for video in videos]
@@ -69,19 +67,21 @@ class FusionRows(Dataset):
             gt = arrays["joint_gt"].astype(np.int64)
             valid = gt < num_classes
             gt_pixels += torch.from_numpy(np.bincount(gt[valid], arrays["joint_count"][valid], num_classes)).long()
-        weight = class_weights(gt_pixels, gain_weighting)
-        features, candidates, gains, area = [], [], [], []
+        weight = class_weights(gt_pixels, "inverse_sqrt_frequency")
+        features, candidates, gains, weighted, area = [], [], [], [], []
         for arrays in loaded:
             cand = torch.from_numpy(arrays["candidates"].astype(np.int64))
-            gain = action_gains(joint_of(arrays), cand, num_classes, weight)
+            joint = joint_of(arrays)
             keep = cand[:, 0] >= 0  # a masklet without votes has one action: keep
             features.append(torch.from_numpy(arrays["features"])[keep])
             candidates.append(cand[keep])
-            gains.append(gain[keep])
+            gains.append(action_gains(joint, cand, num_classes)[keep])
+            weighted.append(action_gains(joint, cand, num_classes, weight)[keep])
             area.append(torch.from_numpy(arrays["area"])[keep])
         self.features = torch.cat(features)  # (N, F) float32
         self.candidates = torch.cat(candidates)  # (N, k) int64
         self.gains = torch.cat(gains)  # (N, 1 + k) float64
+        self.weighted_gains = torch.cat(weighted)  # (N, 1 + k) float64
         self.area = torch.cat(area)  # (N,) int64
         if self.features.shape[0] == 0:
             raise ValueError(f"statistics cache {cache.directory}: split {split!r} has no masklet with a candidate")
@@ -96,6 +96,7 @@ class FusionRows(Dataset):
                 "features": self.features[index],
                 "candidates": self.candidates[index],
                 "gains": self.gains[index],
+                "weighted_gains": self.weighted_gains[index],
                 "area": self.area[index],
             }
         ]

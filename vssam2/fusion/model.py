@@ -134,7 +134,8 @@ class FusionModel(PredictionReplay):
         if "gains" not in batch:
             raise KeyError("FusionModel trains from the statistics cache: give the data module a fusion_cache")
         logits = self.net(batch["features"], batch["candidates"])  # (B, 1 + k)
-        gains = batch["gains"].to(logits.device)  # (B, 1 + k) float64, −inf = no action
+        key = "gains" if self.hparams.gain_weighting == "pixels" else "weighted_gains"
+        gains = batch[key].to(logits.device)  # (B, 1 + k) float64, −inf = no action
         valid = torch.isfinite(gains)
         regret = (gains.max(dim=1, keepdim=True).values - gains).masked_fill(~valid, 0.0)  # (B, 1 + k) ≥ 0
         p = torch.softmax(logits, dim=1)
