@@ -89,9 +89,18 @@ class Refinement:
         self.rules = list(self.rules)
         if not self.rules:
             raise ValueError("a refinement needs at least one rule")
-        names = [rule.row_name("x") for rule in self.rules]
+
+    def rules_for(self, method: str) -> list[RefinementRule]:
+        """The rules that refine ``method``, in order.
+
+        Raises:
+            ValueError: if two of them would give the same row.
+        """
+        rules = [rule for rule in self.rules if rule.applies_to(method)]
+        names = [rule.row_name("x") for rule in rules]
         if len(set(names)) != len(names):
-            raise ValueError(f"refinement rules need distinct names, got {[rule.name for rule in self.rules]}")
+            raise ValueError(f"refinement rules of {method!r} need distinct names, got {[r.name for r in rules]}")
+        return rules
 
     def row(self, method: str, rule: RefinementRule | None = None) -> str:
         """The refined row's name for ``method`` and ``rule`` (default the first rule)."""
@@ -99,7 +108,7 @@ class Refinement:
 
     def rows(self, method: str) -> list[str]:
         """Every refined row of ``method``, in rule order."""
-        return [self.row(method, rule) for rule in self.rules]
+        return [self.row(method, rule) for rule in self.rules_for(method)]
 
     def config(self) -> dict[str, Any]:
         """The rules' parameters (what changes the refined numbers)."""
@@ -133,6 +142,7 @@ class Refinement:
     def refine(
         self,
         chunk: Mapping[str, Any],
+        method: str,
         masklets: ChunkMasklets,
         pred: torch.Tensor,
         probs: TopKProbs | None,
@@ -153,7 +163,7 @@ class Refinement:
             probs=probs,
         )
         refined = []
-        for rule in self.rules:
+        for rule in self.rules_for(method):
             paint = rule.decide(inputs)
             if paint.shape != (counts.row_ids.shape[0],):
                 raise RuntimeError(
@@ -285,7 +295,13 @@ class ChunkScorer(nn.Module):
             t1 = time.perf_counter()
             for method in self.methods:
                 refined = self.refinement.refine(
-                    chunk, masklets, maps[method], probs.get(method), self.config.num_classes, self.config.ignore_index
+                    chunk,
+                    method,
+                    masklets,
+                    maps[method],
+                    probs.get(method),
+                    self.config.num_classes,
+                    self.config.ignore_index,
                 )
                 for row, refined_map in zip(self.refinement.rows(method), refined):
                     self.refined[row].update(refined_map, target, **where)

@@ -99,6 +99,9 @@ class LearnedFusion(RefinementRule):
         name: row suffix.
         net: a network to use directly instead of a checkpoint (with ``statistics``).
         statistics: the statistics ``net`` was trained on.
+        methods: the base methods it refines; default the one it was trained on (recorded in
+            the checkpoint), or every method when that is unknown. A rule learns its base
+            model's errors, so applying it to another model is a choice to make explicitly.
 
     Raises:
         DataError: the checkpoint is missing, unreadable, not a fusion rule, or trained on
@@ -111,6 +114,7 @@ class LearnedFusion(RefinementRule):
         name: str = "learned",
         net: FusionNet | None = None,
         statistics: StatisticsConfig | None = None,
+        methods: list[str] | None = None,
     ) -> None:
         self.name = name
         self.checkpoint = checkpoint
@@ -125,6 +129,11 @@ class LearnedFusion(RefinementRule):
             raise ValueError(
                 "LearnedFusion needs a checkpoint (train one with train.py and a configs/train/fusion_* config)"
             )
+        trained = self.trained_on.get("base_method")
+        self.methods = list(methods) if methods is not None else ([trained] if trained else None)
+
+    def applies_to(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
 
     def decide(self, inputs: RuleInputs) -> torch.Tensor:
         if inputs.num_classes != self.statistics.num_classes:
@@ -152,6 +161,7 @@ class LearnedFusion(RefinementRule):
         return {
             **super().config(),
             "checkpoint": self.checkpoint,
+            "methods": self.methods,
             "statistics": self.statistics.to_dict(),
             "trained_on": self.trained_on,
         }

@@ -133,6 +133,10 @@ class RefinementRule(abc.ABC):
         Row 0 ("no masklet") must be −1.
         """
 
+    def applies_to(self, method: str) -> bool:
+        """Whether this rule refines ``method`` (a rule trained on one base model refines that one)."""
+        return True
+
     def config(self) -> dict[str, Any]:
         """Every parameter that changes the refined map (saved with results)."""
         return {"rule": type(self).__name__, "name": self.name}
