@@ -22,6 +22,7 @@ EVALUATE = {
     "vipseg.yaml": [],
     "refine_synthetic.yaml": ["synthetic.yaml"],
     "refine_vspw.yaml": ["vspw.yaml"],
+    "refine_rules_synthetic.yaml": ["synthetic.yaml"],
 }
 MASKLETS = [
     "oracle_synthetic.yaml",
@@ -36,6 +37,7 @@ ABLATION = [
     "grid_synthetic.yaml",
     "iou_synthetic.yaml",
     "min_share_synthetic.yaml",
+    "rules_synthetic.yaml",
     "sources_synthetic.yaml",
     "stability_synthetic.yaml",
     "window_points_synthetic.yaml",
@@ -46,13 +48,15 @@ ABLATION = [
     "stability_vspw.yaml",
     "window_vspw.yaml",
 ]
-# train/ and features/ configs are parsed in tests/test_classifier.py.
+# Refinement statistics caches (python -m vssam2.fusion).
+FUSION = ["superpixel_synthetic.yaml", "sam2_vspw.yaml"]
+# train/ and features/ configs are parsed in tests/test_classifier.py and tests/test_fusion_train.py.
 COVERED_ELSEWHERE = {"train", "features"}
 
 
 def test_every_config_file_is_covered():
     listed = {f"evaluate/{n}" for n in EVALUATE} | {f"masklets/{n}" for n in MASKLETS}
-    listed |= {f"ablation/{n}" for n in ABLATION}
+    listed |= {f"ablation/{n}" for n in ABLATION} | {f"fusion/{n}" for n in FUSION}
     shipped = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml") if p.parent.name not in COVERED_ELSEWHERE}
     assert shipped == listed, f"configs not exercised by a test: {sorted(shipped - listed)}"
 
@@ -73,6 +77,15 @@ def test_masklet_configs_parse(name: str) -> None:
 
     config = build_parser().parse_args(["--config", str(CONFIGS / "masklets" / name)])
     assert config.source.class_path.startswith("vssam2.masklets.") and config.split in ("train", "val")
+
+
+@pytest.mark.parametrize("name", FUSION)
+def test_fusion_configs_parse(name: str) -> None:
+    from vssam2.fusion.__main__ import build_parser
+
+    config = build_parser().parse_args(["--config", str(CONFIGS / "fusion" / name)])
+    assert config.data.init_args.masklet_cache and config.splits == ["train", "val"]
+    assert set(config.methods) <= set(config.data.init_args.pred_roots)
 
 
 @pytest.mark.parametrize("name", ABLATION)

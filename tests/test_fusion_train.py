@@ -184,3 +184,12 @@ def test_wrong_checkpoints_are_refused(trained: dict[str, object], tmp_path: Pat
 def test_a_cache_of_other_statistics_is_refused(world: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="top_k: 2 vs 3"):
         train_main(train_args(world, tmp_path, "--model.top_k", "2"))
+
+
+@pytest.mark.parametrize("name", ["fusion_superpixel_synthetic.yaml", "fusion_sam2_vspw.yaml"])
+def test_shipped_fusion_train_configs_parse(name: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--config", str(REPO / "configs" / "train" / name), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "vssam2.fusion.model.FusionModel" in printed and "fusion_cache" in printed

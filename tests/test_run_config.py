@@ -73,7 +73,9 @@ def test_evaluate_refine_run_records_config_and_env(
     # The shipped refinement config with non-default thresholds, so that defaults cannot pass.
     refine = yaml.safe_load(REFINE_CONFIG.read_text())
     (callback,) = refine["trainer"]["callbacks"]
-    callback["init_args"].update(min_area=2, min_share=0.125)
+    vote = {"class_path": "vssam2.fusion.MajorityVote", "init_args": {"min_area": 2, "min_share": 0.125}}
+    gate = {"class_path": "vssam2.fusion.QualityGate", "init_args": {"min_margin": 0.25}}
+    callback["init_args"]["rules"] = [vote, gate]
     config = tmp_path / "refine.yaml"
     config.write_text(yaml.safe_dump(refine))
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -87,8 +89,10 @@ def test_evaluate_refine_run_records_config_and_env(
     # The whole parsed config, exactly what config.yaml says (no linked arguments here).
     assert parsed == yaml.safe_load((run / "version_0" / "config.yaml").read_text())
     (refinement,) = [c for c in parsed["trainer"]["callbacks"] if c["class_path"] == "callbacks.TestTimeRefinement"]
-    assert refinement["init_args"]["min_area"] == 2
-    assert refinement["init_args"]["min_share"] == 0.125
+    vote, gate = refinement["init_args"]["rules"]
+    assert vote["class_path"] == "vssam2.fusion.MajorityVote"
+    assert vote["init_args"]["min_area"] == 2 and vote["init_args"]["min_share"] == 0.125
+    assert gate["class_path"] == "vssam2.fusion.QualityGate" and gate["init_args"]["min_margin"] == 0.25
     assert refinement["init_args"]["name_format"] == "oracle-{method}"
     assert refinement["init_args"]["source"]["class_path"] == "vssam2.masklets.oracle.OracleSource"
     assert refinement["init_args"]["source"]["init_args"]["connectivity"] == 8

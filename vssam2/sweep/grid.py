@@ -6,13 +6,17 @@ parameter varies slowest)::
     {"window": [1, 4, 8, 16]}                                         # Table 4
     {"window": [8, 32], "proposal.points_per_side": [16, 32]}         # a grid: 4 points
     {"source": [{"class_path": ..., "init_args": ..., "label": ...}, ...]}   # source comparison
-    {"refinement.min_share": [0.0, 0.5, 0.8]}                         # the refinement rule
+    {"refinement.min_share": [0.0, 0.5, 0.8]}                         # the vote's threshold
+    {"refinement.rule": [{"class_path": "vssam2.fusion.MajorityVote"},
+                         {"class_path": "vssam2.fusion.QualityGate", "init_args": ..., "label": ...}]}  # rules
 
 Parameters are dotted attribute paths of the masklet source (``window``,
 ``proposal.pred_iou_thresh``, ...), ``source`` (values are source configs, optionally with a
-``label``), or ``refinement.<field>`` (a field of :class:`vssam2.scoring.Refinement`:
-``min_area``, ``min_share``). Every point is a distinct (masklet configuration, refinement
-rule); points with the same masklet configuration share one masklet cache folder.
+``label``), ``refinement.min_area`` / ``refinement.min_share`` (the majority vote's
+thresholds), or ``refinement.rule`` (values are refinement rule configs,
+:mod:`vssam2.fusion.rules`, optionally with a ``label``; not combined with the vote's
+thresholds). Every point is a distinct (masklet configuration, refinement rule); points with
+the same masklet configuration share one masklet cache folder.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from vssam2.fusion.rules import MajorityVote, RefinementRule
 from vssam2.masklets.base import MaskletSource
 from vssam2.masklets.cache import cache_key
 
@@ -33,8 +39,10 @@ from vssam2.masklets.cache import cache_key
 SOURCE_PARAMETER = "source"
 #: Prefix of the parameters of the refinement rule.
 REFINEMENT_PREFIX = "refinement."
-#: Fields of the refinement rule a sweep may vary, with their types.
+#: Fields of the majority vote a sweep may vary, with their types.
 REFINEMENT_FIELDS: dict[str, type] = {"min_area": int, "min_share": float}
+#: Parameter whose values are refinement rule configs.
+RULE_PARAMETER = "refinement.rule"
 
 
 @dataclass
@@ -50,6 +58,8 @@ class SweepPoint:
         clip_len: frames per vote (the source's window when tied, else the data's clip_len).
         masklet_key: cache key of the point's masklet configuration (shared by points that
             differ only in the refinement).
+        rule: the point's refinement rule when the grid sweeps ``refinement.rule`` (else the
+            majority vote with ``min_area`` / ``min_share``).
     """
 
     values: dict[str, Any]
@@ -60,6 +70,11 @@ class SweepPoint:
     clip_len: int = 0
     masklet_key: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    rule: RefinementRule | None = None
+
+    def refinement_rule(self) -> RefinementRule:
+        """The rule this point refines with."""
+        return self.rule if self.rule is not None else MajorityVote(self.min_area, self.min_share)
 
 
 def _coerce(value: Any, current: Any, path: str) -> Any:
@@ -151,6 +166,37 @@ def build_source(config: MaskletSource | Mapping[str, Any]) -> MaskletSource:
     return instantiate(namespace).source
 
 
+def build_rule(config: RefinementRule | Mapping[str, Any]) -> RefinementRule:
+    """A refinement rule from ``{class_path, init_args}``."""
+    if isinstance(config, RefinementRule):
+        return config
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(RefinementRule, "rule", required=True)
+    namespace = parser.parse_object({"rule": dict(config)})
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    return instantiate(namespace).rule
+
+
+def _rules(values: Sequence[Any]) -> list[tuple[str, RefinementRule]]:
+    """(label, rule) per rule config; the label defaults to the rule's name."""
+    items: list[tuple[str, RefinementRule]] = []
+    for value in values:
+        label = None
+        if isinstance(value, Mapping):
+            value = dict(value)
+            label = value.pop("label", None)
+        elif not isinstance(value, RefinementRule):
+            raise ValueError(
+                f"sweep parameter {RULE_PARAMETER!r}: each value is a rule config "
+                f"{{class_path: vssam2.fusion.<Rule>, init_args: ..., label: ...}}, got {value!r}"
+            )
+        rule = build_rule(value)
+        items.append((str(label or rule.name), rule))
+    return items
+
+
 def value_label(value: Any) -> str:
     """A value as the table shows it (``4``, ``0.5``, ``True``)."""
     if isinstance(value, float) and value.is_integer():
@@ -189,12 +235,17 @@ def check_grid(grid: Mapping[str, Sequence[Any]], source: MaskletSource | None) 
     for parameter, values in grid.items():
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
             raise ValueError(f"sweep parameter {parameter!r} needs a non-empty list of values, got {values!r}")
-        if parameter.startswith(REFINEMENT_PREFIX):
+        if parameter.startswith(REFINEMENT_PREFIX) and parameter != RULE_PARAMETER:
             name = parameter[len(REFINEMENT_PREFIX) :]
             if name not in REFINEMENT_FIELDS:
                 raise ValueError(
                     f"sweep parameter {parameter!r}: the refinement has no field {name!r}; "
-                    f"it has {', '.join(REFINEMENT_PREFIX + k for k in REFINEMENT_FIELDS)}"
+                    f"it has {', '.join(REFINEMENT_PREFIX + k for k in REFINEMENT_FIELDS)} and {RULE_PARAMETER}"
+                )
+            if RULE_PARAMETER in grid:
+                raise ValueError(
+                    f"sweep parameters {parameter!r} and {RULE_PARAMETER!r} together: the vote's thresholds apply "
+                    "to the majority vote only; give each rule its own init_args instead"
                 )
     if SOURCE_PARAMETER not in grid and source is None:
         raise ValueError(
@@ -235,20 +286,25 @@ def expand_grid(
     for parameter, values in grid.items():
         if parameter == SOURCE_PARAMETER:
             dims.append([(label, label, built) for label, built in _sources(values)])
+        elif parameter == RULE_PARAMETER:
+            dims.append([(label, label, rule) for label, rule in _rules(values)])
         else:
             dims.append([(value_label(v), v, v) for v in values])
     names = list(grid)
     points: list[SweepPoint] = []
-    seen: dict[tuple[str, int, float], str] = {}
+    seen: dict[tuple[str, str], str] = {}
     for combo in itertools.product(*dims):
         point_source = source
+        rule: RefinementRule | None = None
         refinement = {"min_area": int(min_area), "min_share": float(min_share)}
         if SOURCE_PARAMETER in names:
             point_source = combo[names.index(SOURCE_PARAMETER)][2]
         for parameter, (_, _, value) in zip(names, combo):
             if parameter == SOURCE_PARAMETER:
                 continue
-            if parameter.startswith(REFINEMENT_PREFIX):
+            if parameter == RULE_PARAMETER:
+                rule = value
+            elif parameter.startswith(REFINEMENT_PREFIX):
                 name = parameter[len(REFINEMENT_PREFIX) :]
                 refinement[name] = _coerce(value, REFINEMENT_FIELDS[name](0), parameter)
             else:
@@ -259,7 +315,8 @@ def expand_grid(
         clip_len = clip_len_for(point_source, data_clip_len, tie_clip_len)
         config = cache_config(point_source, layout, clip_len, num_classes)
         key = cache_key(config)
-        identity = (key, refinement["min_area"], refinement["min_share"])
+        decided_by = rule if rule is not None else MajorityVote(refinement["min_area"], refinement["min_share"])
+        identity = (key, json.dumps(decided_by.config(), sort_keys=True, default=str))
         if identity in seen:
             raise ValueError(
                 f"sweep points {seen[identity]!r} and {label!r} are the same masklet configuration and refinement "
@@ -276,6 +333,7 @@ def expand_grid(
                 clip_len=clip_len,
                 masklet_key=key,
                 config=config,
+                rule=rule,
             )
         )
     return points

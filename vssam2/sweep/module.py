@@ -26,8 +26,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from vssam2.fusion.rules import MajorityVote
-from vssam2.masklets.base import MaskletSource
+from vssam2.masklets.base import MaskletSource, MaskletTable
 from vssam2.masklets.cache import MaskletCache, VideoWriter
 from vssam2.masklets.sharing import SourceSet
 from vssam2.metrics.config import MetricConfig
@@ -46,7 +45,8 @@ class MaskletSweep(LightningModule):
     Args:
         grid: ``{parameter: [values]}`` (:mod:`vssam2.sweep.grid`): one parameter, several
             (a grid, first varies slowest), ``source`` (values: source configs with an
-            optional ``label``) and ``refinement.min_area`` / ``refinement.min_share``.
+            optional ``label``), ``refinement.min_area`` / ``refinement.min_share`` and
+            ``refinement.rule`` (refinement rule configs, optional ``label``).
         source: the masklet source the source parameters are set on (not with ``source`` in
             the grid unless other source parameters are swept too: they are then set on
             every swept source).
@@ -141,7 +141,7 @@ class MaskletSweep(LightningModule):
             ChunkScorer(
                 self.methods,
                 self.metric_config,
-                Refinement(rules=[MajorityVote(p.min_area, p.min_share)], name_format=REFINED_FORMAT),
+                Refinement(rules=[p.refinement_rule()], name_format=REFINED_FORMAT),
                 score_base=False,
             )
             for p in self.points
@@ -164,9 +164,11 @@ class MaskletSweep(LightningModule):
         self._writers: dict[str, VideoWriter] = {}
         self._reading: list[str] = []
         computing: list[str] = []
+        self._tables: dict[str, tuple[MaskletTable, str]] = {}
         for key, cache in self.caches.items():
             if cache.is_done(video):  # its files are checked on the first read (read_segments)
                 self._reading.append(key)
+                self._tables[key] = (cache.read_table(video), str(cache.table_path(video)))
                 self._counts[key]["read"] += 1
             else:
                 computing.append(key)
@@ -193,6 +195,8 @@ class MaskletSweep(LightningModule):
             for key, segments in zip(self._computing, maps):
                 self._writers[key].write(frame_ids, segments)
                 out[key] = segments
+                source = self._makers[key]
+                self._tables[key] = (source.tracker.table(), f"the {source.name!r} source's score table")
             if bool(batch["last"]):
                 for key, table in zip(self._computing, self._set.end_video()):
                     self._writers[key].finish(table)
@@ -220,6 +224,8 @@ class MaskletSweep(LightningModule):
                 "gt": batch["gt"],
                 "preds": preds,
                 "segments": segments[key],
+                "masklet_table": self._tables[key][0],
+                "masklet_table_path": self._tables[key][1],
             }
             for chunk in self._rechunkers[(key, clip_len)].push(carried):
                 for k in members:
@@ -248,7 +254,8 @@ class MaskletSweep(LightningModule):
         }
         computed_frames = self._total(self._computed_frames)
         seconds = self._total(self._compute_seconds, op="max")
-        rows = sweep_rows(self.points, self.methods, base, refined, REFINED_FORMAT)
+        names = [{m: scorer.refinement.rows(m)[0] for m in self.methods} for scorer in self.point_scorers]
+        rows = sweep_rows(self.points, self.methods, base, refined, names)
         self.sweep_report = SweepReport(
             grid=self.grid,
             split=self.split,
@@ -261,6 +268,7 @@ class MaskletSweep(LightningModule):
                     "clip_len": p.clip_len,
                     "min_area": p.min_area,
                     "min_share": p.min_share,
+                    "rule": p.refinement_rule().config(),
                     "source": {"class": type(p.source).__name__, **p.config["source"]},
                     "videos_computed": counts[p.masklet_key]["computed"],
                     "videos_read": counts[p.masklet_key]["read"],

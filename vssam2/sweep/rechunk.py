@@ -15,6 +15,8 @@ import torch
 
 #: Per-frame tensors of a chunk that are carried over (concatenated along time).
 FRAME_KEYS: tuple[str, ...] = ("gt", "segments")
+#: Per-video values of a chunk (the masklets' score table): an output chunk carries the latest.
+VIDEO_KEYS: tuple[str, ...] = ("masklet_table", "masklet_table_path")
 
 
 class Rechunker:
@@ -67,6 +69,9 @@ class Rechunker:
         for key in FRAME_KEYS:
             if key in merged:
                 out[key] = merged[key][:count]
+        for key in VIDEO_KEYS:
+            if key in self._parts[-1]:
+                out[key] = self._parts[-1][key]
         rest = len(merged["frame_ids"]) - count
         if rest:
             remainder: dict[str, Any] = {
@@ -76,6 +81,9 @@ class Rechunker:
             for key in FRAME_KEYS:
                 if key in merged:
                     remainder[key] = merged[key][count:]
+            for key in VIDEO_KEYS:
+                if key in self._parts[-1]:
+                    remainder[key] = self._parts[-1][key]
             self._parts = [remainder]
         else:
             self._parts = []

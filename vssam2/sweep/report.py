@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,18 +80,21 @@ def sweep_rows(
     methods: Sequence[str],
     base: ScoreReport,
     refined: Sequence[ScoreReport],
-    refined_format: str,
+    refined_rows: Sequence[Mapping[str, str]],
 ) -> list[dict[str, Any]]:
-    """Table rows: one per base model, then one per (point, model) with its delta to the base."""
+    """Table rows: one per base model, then one per (point, model) with its delta to the base.
+
+    ``refined_rows[i][method]`` names the refined row of ``method`` in point i's report.
+    """
     rows: list[dict[str, Any]] = []
     base_scores: dict[str, dict[str, float | None]] = {}
     for method in methods:
         scores = {name: _clean(base.rows[method][name]) for name in METRIC_NAMES}
         base_scores[method] = scores
         rows.append({"label": BASE_LABEL, "values": None, "model": method, "base": True, **scores})
-    for point, report in zip(points, refined):
+    for point, report, names in zip(points, refined, refined_rows):
         for method in methods:
-            scores = {name: _clean(report.rows[refined_format.format(method=method)][name]) for name in METRIC_NAMES}
+            scores = {name: _clean(report.rows[names[method]][name]) for name in METRIC_NAMES}
             delta = {
                 name: None
                 if scores[name] is None or base_scores[method][name] is None
