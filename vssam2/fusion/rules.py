@@ -100,19 +100,21 @@ class RuleInputs:
                     "has none for this method: give data.prob_roots {method: folder} (docs/probabilities.md) "
                     "or let the model return logits"
                 )
-            rows = self.counts.rows.long().cpu()  # (N,)
-            classes = self.probs.classes.cpu().transpose(0, 1).reshape(self.probs.k, -1)  # (k, N)
-            probs = self.probs.probs.cpu().transpose(0, 1).reshape(self.probs.k, -1)  # (k, N)
-            if classes.shape[1] != rows.shape[0]:
+            rows = self.counts.rows.cpu().numpy()  # (N,) int32 histogram row of each pixel
+            if self.probs.classes[:, 0].numel() != rows.shape[0]:
                 raise ValueError(
-                    f"class probabilities of video {self.video!r} cover {classes.shape[1]} pixels, the chunk has "
-                    f"{rows.shape[0]}"
+                    f"class probabilities of video {self.video!r} cover {self.probs.classes[:, 0].numel()} pixels, "
+                    f"the chunk has {rows.shape[0]}"
                 )
+            # numpy's weighted bincount: about twice as fast as torch's here (benchmarks/README).
+            code = rows.astype(np.int64) * self.num_classes  # (N,)
             bins = self.counts.row_ids.shape[0] * self.num_classes
-            soft = torch.zeros(bins, dtype=torch.float64)
+            soft = np.zeros(bins, dtype=np.float64)
             for j in range(self.probs.k):
-                code = rows * self.num_classes + classes[j].long()
-                soft += torch.bincount(code, weights=probs[j].double(), minlength=bins)
+                classes = self.probs.classes[:, j].cpu().numpy().reshape(-1)  # (N,) uint8
+                weights = self.probs.probs[:, j].cpu().numpy().reshape(-1)  # (N,) float16
+                soft += np.bincount(code + classes, weights=weights, minlength=bins)
+            soft = torch.from_numpy(soft)
             self._soft = soft.reshape(-1, self.num_classes)
         return self._soft
 
