@@ -19,6 +19,7 @@ from vssam2.synthetic import (
     PROFILES,
     PredictionProfile,
     SyntheticConfig,
+    classwise_classes,
     generate_video,
     iter_videos,
     main,
@@ -35,6 +36,13 @@ from vssam2.synthetic import (
 
 SPLITS = ("train", "val", "test")
 MODELS = ("sim_strong", "sim_boundary", "sim_flicker")
+# sha256 (first 16 hex digits) of each profile's prediction of one fixed clip, computed before the
+# class-dependent terms existed: those terms must leave every other profile's draws unchanged.
+PREDICTION_DIGESTS = {
+    "sim_strong": "43087fe0be85cd40",
+    "sim_boundary": "0d5405f80f82f3a9",
+    "sim_flicker": "2881bdb5a0e05f33",
+}
 
 
 def tiny_config(**overrides: object) -> SyntheticConfig:
@@ -154,12 +162,13 @@ def test_vipseg_decodes_to_the_vspw_labels(written: tuple[Path, SyntheticConfig,
 
 def test_predictions_layout_and_range(written: tuple[Path, SyntheticConfig, dict[str, Path]]) -> None:
     _, config, paths = written
-    val = read_split(paths["vspw"], "val")
+    assert config.prediction_splits == ("train", "val") and "sim_classwise" in config.models
+    predicted = read_split(paths["vspw"], "train") + read_split(paths["vspw"], "val")
     for layout in ("vspw", "vipseg"):
         for model in config.models:
             folder = paths[f"predictions/{layout}/{model}"]
-            assert sorted(os.listdir(folder)) == sorted(val)
-            for name in val:
+            assert sorted(os.listdir(folder)) == sorted(predicted)
+            for name in predicted:
                 frames, gt = read_video_labels(paths[layout], name, layout)
                 files = sorted((folder / name).iterdir())
                 assert [p.stem for p in files] == frames
@@ -176,7 +185,8 @@ def test_write_predictions_from_vipseg_equals_the_copied_folders(
     written: tuple[Path, SyntheticConfig, dict[str, Path]], tmp_path: Path
 ) -> None:
     _, config, paths = written
-    folders = write_predictions(paths["vipseg"], tmp_path, config, layout="vipseg")
+    for split in config.prediction_splits:
+        folders = write_predictions(paths["vipseg"], tmp_path, config, split=split, layout="vipseg")
     assert folders == {model: tmp_path / model for model in config.models}
     for model, folder in folders.items():
         assert _digests(folder) == _digests(paths[f"predictions/vipseg/{model}"])
@@ -215,6 +225,92 @@ def test_simulate_prediction_contract() -> None:
         simulate_prediction(np.full((1, 4, 4), 124, np.uint8), "sim_strong", np.random.default_rng(0))
     with pytest.raises(ValueError):
         simulate_prediction(np.zeros((4, 4), np.uint8), "sim_strong", np.random.default_rng(0))
+
+
+def test_train_predictions_are_the_seeded_simulation(written: tuple[Path, SyntheticConfig, dict[str, Path]]) -> None:
+    """A refinement rule is trained on train: its videos get the same seeded predictions as val's."""
+    _, config, paths = written
+    (video,) = read_split(paths["vspw"], "train")
+    frames, gt = read_video_labels(paths["vspw"], video)
+    for model in ("sim_strong", "sim_classwise"):
+        stored = np.stack(
+            [np.array(Image.open(paths[f"predictions/vspw/{model}"] / video / f"{f}.png")) for f in frames]
+        )
+        expected = simulate_prediction(gt, model, video_rng(config.seed, "prediction", model, video))
+        np.testing.assert_array_equal(stored, expected)
+
+
+def test_existing_profiles_predict_as_before() -> None:
+    video = generate_video(video_rng(0, "unit"), tiny_config(), 17, scene="street", name="v")
+    gt = video.eval_labels
+    for model, digest in PREDICTION_DIGESTS.items():
+        pred = simulate_prediction(gt, model, video_rng(0, "prediction", model, "v"))
+        assert hashlib.sha256(pred.tobytes()).hexdigest()[:16] == digest, model
+    # The class-dependent terms switched off leave sim_classwise a plain jittery model.
+    plain = replace(PROFILES["sim_classwise"], class_swap_fraction=0.0, class_bleed_fraction=0.0)
+    reference = PredictionProfile(jitter_px=1.5, jitter_period=16, persistent_blobs=1.0, blob_radius=(0.03, 0.07))
+    np.testing.assert_array_equal(
+        simulate_prediction(gt, plain, np.random.default_rng(5)),
+        simulate_prediction(gt, reference, np.random.default_rng(5)),
+    )
+
+
+def test_classwise_classes_are_fixed_disjoint_subsets() -> None:
+    swapped, bleeding = classwise_classes("sim_classwise")
+    assert not set(swapped.tolist()) & set(bleeding.tolist())
+    for subset in (swapped, bleeding):
+        assert 0.1 * NUM_CLASSES < len(subset) < 0.3 * NUM_CLASSES  # about a fifth of all classes each
+    again = classwise_classes(replace(PROFILES["sim_classwise"], jitter_px=0.0))  # only class terms choose
+    np.testing.assert_array_equal(again[0], swapped)
+    other = classwise_classes(replace(PROFILES["sim_classwise"], class_seed=17))
+    assert not np.array_equal(other[0], swapped)
+    # A class's membership is its own draw: the same in a smaller label space.
+    few, _ = classwise_classes("sim_classwise", num_classes=40)
+    np.testing.assert_array_equal(few, swapped[swapped < 40])
+    assert all(len(s) == 0 for s in classwise_classes("sim_strong"))
+    with pytest.raises(ValueError, match="class_swap_fraction"):
+        PredictionProfile(class_swap_fraction=0.7, class_bleed_fraction=0.5)
+    with pytest.raises(ValueError, match="class_bleed_px"):
+        PredictionProfile(class_bleed_px=-1)
+
+
+def test_classwise_errors_are_the_same_classes_in_every_video() -> None:
+    """In clips of different seeds and scenes, exactly the swapped classes are mostly predicted as
+    their look-alike (so the vote inside a pure GT component picks it), and bleeding classes grow."""
+    from vssam2.synthetic import _lookalike_lut
+
+    swapped, bleeding = classwise_classes("sim_classwise")
+    lookalike = _lookalike_lut(NUM_CLASSES)
+    config = tiny_config(num_things=4)
+    seen_swapped, seen_bleeding = set(), set()
+    voted = total = 0
+    for seed, scene in ((0, "street"), (1, "park"), (3, "beach")):
+        gt = generate_video(video_rng(seed, "classwise"), config, 12, scene=scene).eval_labels
+        pred = simulate_prediction(gt, "sim_classwise", video_rng(seed, "prediction", "sim_classwise"))
+        mostly_lookalike, large = set(), set()
+        for cls in np.unique(gt[gt != 255]).tolist():
+            inside = gt == cls
+            if inside.sum() < 500:
+                continue
+            large.add(cls)
+            if (pred[inside] == lookalike[cls]).mean() > 0.5:
+                mostly_lookalike.add(cls)
+            if cls in bleeding:
+                seen_bleeding.add(cls)
+                assert (pred == cls).sum() > 1.3 * inside.sum(), f"bleeding class {cls} did not grow"
+        assert mostly_lookalike == large & set(swapped.tolist()), (seed, mostly_lookalike)
+        seen_swapped |= mostly_lookalike
+        # GT components (8-connected, per frame) of the swapped classes: the oracle's masklets.
+        for frame_gt, frame_pred in zip(gt, pred):
+            for cls in np.intersect1d(swapped, frame_gt).tolist():
+                components, count = ndimage.label(frame_gt == cls, structure=np.ones((3, 3)))
+                for k in range(1, count + 1):
+                    part = components == k
+                    if part.sum() >= 20:
+                        total += 1
+                        voted += int(np.bincount(frame_pred[part]).argmax() == lookalike[cls])
+    assert len(seen_swapped) >= 3 and len(seen_bleeding) >= 2, (seen_swapped, seen_bleeding)
+    assert voted >= 0.8 * total and total >= 20, (voted, total)
 
 
 def _boundary_band(gt: np.ndarray, width: int = 3) -> np.ndarray:
@@ -256,7 +352,7 @@ def test_profiles_rank_as_designed(written: tuple[Path, SyntheticConfig, dict[st
 
 
 def test_same_seed_same_bytes_different_seed_different(tmp_path: Path) -> None:
-    config = tiny_config(videos={"train": 1, "val": 1, "test": 0}, models=("sim_flicker",))
+    config = tiny_config(videos={"train": 1, "val": 1, "test": 0}, models=("sim_flicker",), prediction_splits=("val",))
     write_synthetic(tmp_path / "a", config)
     write_synthetic(tmp_path / "b", config)
     first, second = _digests(tmp_path / "a"), _digests(tmp_path / "b")
@@ -324,6 +420,10 @@ def test_config_validation() -> None:
         SyntheticConfig(models=("sim_unknown",))
     with pytest.raises(ValueError):
         SyntheticConfig(num_things=100)
+    with pytest.raises(ValueError, match="prediction_splits"):
+        SyntheticConfig(prediction_splits=("train", "dev"))
+    with pytest.raises(ValueError, match="prediction_splits"):
+        SyntheticConfig(prediction_splits=("val", "val"))
     default = SyntheticConfig()
     assert default.min_frames > 16 and default.videos == {"train": 6, "val": 4, "test": 2}
 
@@ -337,7 +437,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             "--root", str(tmp_path), "--seed", "3", "--height", "32", "--width", "40",
             "--min-frames", "17", "--max-frames", "17",
             "--videos-train", "1", "--videos-val", "1", "--videos-test", "0",
-            "--models", "sim_strong", "sim_flicker",
+            "--models", "sim_strong", "sim_flicker", "--prediction-splits", "val",
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
@@ -348,3 +448,4 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(masks) == 17
     assert np.array(Image.open(masks[0])).shape == (32, 40)
     assert sorted(os.listdir(tmp_path / "predictions" / "vspw")) == ["sim_flicker", "sim_strong"]
+    assert os.listdir(tmp_path / "predictions" / "vspw" / "sim_strong") == [val]  # no train predictions

@@ -18,12 +18,18 @@ depth order. Labels use the real VSPW class ids (looked up by name in
 Simulated "models" (:data:`PROFILES`) turn ground truth into predictions with realistic
 error modes: boundary jitter, low output resolution, look-alike class confusions and
 temporal flicker, so that mIoU, boundary IoU and video consistency rank them differently.
+One model (``sim_classwise``) also has class-dependent errors, the same in every video and
+split (:func:`classwise_classes`): a fixed subset of classes is mostly predicted as its
+look-alike, another bleeds into its neighbours, so what a refinement rule learns about them
+on the train split holds on val. Predictions are written for the train and val splits
+(``SyntheticConfig.prediction_splits``).
 
 Each video's randomness comes from its own seed derived from ``(config.seed, split, index)``,
 so adding videos to one split leaves every other video unchanged; each prediction's comes
 from ``(config.seed, model, video)``.
 
-Command line: ``python -m vssam2.synthetic --root DIR [--seed 0] [--height H --width W ...]``.
+Command line: ``python -m vssam2.synthetic --root DIR [--seed 0] [--height H --width W ...]
+[--prediction-splits train val]``.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ __all__ = [
     "Scene",
     "SyntheticConfig",
     "SyntheticVideo",
+    "classwise_classes",
     "generate_video",
     "iter_videos",
     "main",
@@ -283,6 +290,9 @@ class SyntheticConfig:
         num_things: moving objects per video (at most 99: VIPSeg stores instance < 100).
         seed: the seed every video and prediction is derived from.
         models: simulated prediction profiles (keys of :data:`PROFILES`) to write.
+        prediction_splits: splits whose videos get predictions of every model (a refinement
+            rule is trained on train and reported on val); all go into the same per-model
+            folders, since video names are unique across splits.
         scenes: scene kinds (keys of :data:`SCENES`) videos are drawn from.
         camera_pan: how far the camera may pan, as a fraction of the frame size per axis.
         thing_size: range of an object's half-height, as a fraction of the frame height.
@@ -304,7 +314,8 @@ class SyntheticConfig:
     num_stuff: int = 3
     num_things: int = 3
     seed: int = 0
-    models: tuple[str, ...] = ("sim_strong", "sim_boundary", "sim_flicker")
+    models: tuple[str, ...] = ("sim_strong", "sim_boundary", "sim_flicker", "sim_classwise")
+    prediction_splits: tuple[str, ...] = ("train", "val")
     scenes: tuple[str, ...] = tuple(SCENES)
     camera_pan: float = 0.15
     thing_size: tuple[float, float] = (0.14, 0.3)
@@ -334,8 +345,16 @@ class SyntheticConfig:
         unknown = [s for s in self.scenes if s not in SCENES]
         if unknown or not self.scenes:
             raise ValueError(f"unknown or no scenes {unknown}; known: {sorted(SCENES)}")
+        known_splits = set(SPLITS) | set(self.videos)
+        unknown = [s for s in self.prediction_splits if s not in known_splits]
+        if unknown or len(set(self.prediction_splits)) != len(self.prediction_splits):
+            raise ValueError(
+                f"prediction_splits must be distinct splits of {sorted(known_splits)}, "
+                f"got {list(self.prediction_splits)}"
+            )
         self.models = tuple(self.models)
         self.scenes = tuple(self.scenes)
+        self.prediction_splits = tuple(self.prediction_splits)
 
 
 @dataclass
@@ -790,6 +809,19 @@ class PredictionProfile:
         switch_prob: chance per frame that one present class switches to its look-alike.
         switch_frames: (min, max) frames a switch lasts.
         flicker_blobs: expected number of one-frame wrong blobs per frame.
+        class_swap_fraction: fraction of all classes that the model systematically mistakes
+            for their look-alike, in every video and split (which classes: a fixed function of
+            the class id and ``class_seed``, :func:`classwise_classes`).
+        class_swap_coverage: share of such a class's pixels (in each video) predicted as its
+            look-alike: a spatially coherent part, the low values of a smooth noise field; above
+            0.5, the majority vote inside a pure region of the class picks the look-alike.
+        class_swap_cell: spatial correlation length of that noise field, in pixels.
+        class_swap_period: frames over which that noise field drifts (large = a steady error).
+        class_bleed_fraction: fraction of all classes (disjoint from the swapped ones) that
+            bleed into their neighbours in every video.
+        class_bleed_px: how far such a class bleeds, in pixels (per-frame dilation).
+        class_seed: chooses the classes of the two class-dependent terms; fixed per profile so
+            the same classes are affected in every video, split and dataset seed.
     """
 
     downsample: int = 1
@@ -805,6 +837,31 @@ class PredictionProfile:
     switch_prob: float = 0.0
     switch_frames: tuple[int, int] = (1, 2)
     flicker_blobs: float = 0.0
+    class_swap_fraction: float = 0.0
+    class_swap_coverage: float = 0.8
+    class_swap_cell: float = 16.0
+    class_swap_period: int = 16
+    class_bleed_fraction: float = 0.0
+    class_bleed_px: int = 4
+    class_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("class_swap_fraction", "class_swap_coverage", "class_bleed_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"PredictionProfile.{name} must be in [0, 1], got {value}")
+        if self.class_swap_fraction + self.class_bleed_fraction > 1.0:
+            raise ValueError(
+                "PredictionProfile: class_swap_fraction + class_bleed_fraction must be <= 1 (the two class "
+                f"subsets are disjoint), got {self.class_swap_fraction} + {self.class_bleed_fraction}"
+            )
+        if self.class_bleed_px < 0:
+            raise ValueError(f"PredictionProfile.class_bleed_px must be >= 0, got {self.class_bleed_px}")
+        if self.class_swap_cell <= 0 or self.class_swap_period < 1:
+            raise ValueError(
+                "PredictionProfile: class_swap_cell must be > 0 and class_swap_period >= 1, got "
+                f"{self.class_swap_cell}, {self.class_swap_period}"
+            )
 
 
 PROFILES: dict[str, PredictionProfile] = {
@@ -820,6 +877,21 @@ PROFILES: dict[str, PredictionProfile] = {
     "sim_flicker": PredictionProfile(
         jitter_px=1.5, jitter_period=1, switch_prob=0.25, flicker_blobs=1.0, blob_radius=(0.05, 0.12)
     ),
+    # A decent model with class-dependent blind spots, the same in every video and split: a
+    # fixed fifth of the classes is mostly predicted as its look-alike, another fifth bleeds
+    # into its neighbours. What a refinement rule learns about these classes on train holds on val.
+    # class_seed 16 affects both things and stuff of every scene (swapped: car, chair, grass, horse,
+    # motorcycle, umbrella, sofa, stone, table, water; bleeding: ball, bicycle, bus, ground,
+    # mountain, wall), so most train and val videos of the default datasets show both terms.
+    "sim_classwise": PredictionProfile(
+        jitter_px=1.5,
+        jitter_period=16,
+        persistent_blobs=1.0,
+        blob_radius=(0.03, 0.07),
+        class_swap_fraction=0.2,
+        class_bleed_fraction=0.2,
+        class_seed=16,
+    ),
 }
 
 
@@ -834,6 +906,46 @@ def _lookalike_lut(num_classes: int) -> np.ndarray:
             lut[index[name]] = index[other]
     lut.setflags(write=False)
     return lut
+
+
+@lru_cache(maxsize=8)
+def _class_draws(class_seed: int, num_classes: int) -> np.ndarray:
+    """(num_classes,) float64 in [0, 1): one fixed draw per class id, from its own stream.
+
+    Each class's draw depends only on ``(class_seed, class id)``, never on a video, a split or
+    the dataset seed, nor on how many classes there are.
+    """
+    key = _stable_hash("classwise")
+    draws = [np.random.default_rng(np.random.SeedSequence([key, class_seed, c])).random() for c in range(num_classes)]
+    out = np.asarray(draws, dtype=np.float64)
+    out.setflags(write=False)
+    return out
+
+
+def classwise_classes(
+    profile: str | PredictionProfile, num_classes: int = NUM_CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
+    """The classes a profile's class-dependent error terms affect, the same in every video.
+
+    A class is *swapped* (mostly predicted as its look-alike) when its fixed draw
+    (:func:`_class_draws` of ``profile.class_seed``) is below ``class_swap_fraction``, and
+    *bleeding* when the draw lies in ``[class_swap_fraction, class_swap_fraction +
+    class_bleed_fraction)``: two disjoint subsets, each about that fraction of all classes.
+
+    Args:
+        profile: a key of :data:`PROFILES` or a :class:`PredictionProfile`.
+        num_classes: number of classes C.
+
+    Returns:
+        (swapped, bleeding): sorted int64 evaluation ids, each possibly empty.
+    """
+    params = PROFILES[profile] if isinstance(profile, str) else profile
+    draws = _class_draws(params.class_seed, num_classes)
+    swap_end = params.class_swap_fraction
+    bleed_end = swap_end + params.class_bleed_fraction
+    swapped = np.flatnonzero(draws < swap_end)
+    bleeding = np.flatnonzero((draws >= swap_end) & (draws < bleed_end))
+    return swapped.astype(np.int64), bleeding.astype(np.int64)
 
 
 def _fill_ignore(gt: np.ndarray) -> np.ndarray:
@@ -920,8 +1032,9 @@ def simulate_prediction(
     """Simulates a VSS model's prediction of a video from its ground truth.
 
     Ignore pixels first take the nearest valid class (a model predicts everywhere); then the
-    profile's error terms apply in order: low resolution, bleeding, boundary warp, look-alike
-    stretches, persistent blobs, per-frame class switches, per-frame blobs.
+    profile's error terms apply in order: low resolution, bleeding, class-dependent bleeding,
+    class-dependent look-alike swaps, boundary warp, look-alike stretches, persistent blobs,
+    per-frame class switches, per-frame blobs.
 
     Args:
         gt_eval: (T, H, W) evaluation ids, 255 = ignore.
@@ -958,6 +1071,30 @@ def simulate_prediction(
         around[0] = True
         grown = ndimage.binary_dilation(pred == bleeding, structure=around, iterations=params.dilate_px)
         pred[grown] = bleeding
+
+    # The class-dependent terms draw from `rng` only when on, so the other profiles' draws
+    # (and predictions) are exactly what they were before these terms existed.
+    if params.class_bleed_fraction > 0 and params.class_bleed_px > 0:
+        _, bleeding_classes = classwise_classes(params, num_classes)
+        around = np.zeros((1, 3, 3), dtype=bool)
+        around[0] = True  # within each frame
+        for cls in np.intersect1d(bleeding_classes, _present(pred)):
+            grown = ndimage.binary_dilation(pred == cls, structure=around, iterations=params.class_bleed_px)
+            pred[grown] = cls
+
+    if params.class_swap_fraction > 0 and params.class_swap_coverage > 0:
+        swapped_classes, _ = classwise_classes(params, num_classes)
+        hit = np.intersect1d(swapped_classes, _present(pred))
+        if hit.size:
+            cells = (float(params.class_swap_period), params.class_swap_cell, params.class_swap_cell)
+            field = _smooth_noise(rng, (t, h, w), cells)  # (T, H, W) float32
+            before = pred.copy()  # a class swapped into another swapped class is not swapped twice
+            for cls in hit:
+                inside = before == cls  # (T, H, W)
+                # Threshold at the coverage quantile of the class's own pixels: exactly that share
+                # of its area, in coherent patches where the field is low.
+                level = np.quantile(field[inside], params.class_swap_coverage)
+                pred[inside & (field <= level)] = lookalike[cls]
 
     if params.jitter_px > 0:
         cells = (float(params.jitter_period), params.jitter_cell, params.jitter_cell)
@@ -1174,10 +1311,13 @@ def write_predictions(
 
 
 def write_synthetic(root: str | Path, config: SyntheticConfig | None = None) -> dict[str, Path]:
-    """Writes the whole synthetic benchmark: both layouts and the val predictions of each model.
+    """Writes the whole synthetic benchmark: both layouts and the predictions of each model.
 
     Layout: ``<root>/vspw``, ``<root>/vipseg``, ``<root>/predictions/vspw/<model>`` and
-    ``<root>/predictions/vipseg/<model>`` (each ``<video>/<frame>.png``).
+    ``<root>/predictions/vipseg/<model>`` (each ``<video>/<frame>.png``). Every video of
+    every split in ``config.prediction_splits`` (default train and val) gets a prediction of
+    every model in ``config.models``, in the one folder per model (video names are unique
+    across splits).
 
     Args:
         root: output folder.
@@ -1192,8 +1332,11 @@ def write_synthetic(root: str | Path, config: SyntheticConfig | None = None) -> 
     for path in paths.values():
         path.mkdir(parents=True, exist_ok=True)
     _write_datasets(config, paths["vspw"], paths["vipseg"])
-    written = write_predictions(paths["vspw"], root / "predictions" / "vspw", config, split="val", layout="vspw")
-    for model, folder in written.items():
+    for split in config.prediction_splits:
+        write_predictions(paths["vspw"], root / "predictions" / "vspw", config, split=split, layout="vspw")
+    for model in config.models:
+        folder = root / "predictions" / "vspw" / model
+        folder.mkdir(parents=True, exist_ok=True)
         paths[f"predictions/vspw/{model}"] = folder
         # Both layouts decode to the same evaluation ids, so write_predictions(layout="vipseg")
         # would produce the same files (a test holds this); copying halves the cost.
@@ -1225,6 +1368,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-stuff", type=int, default=defaults.num_stuff)
     parser.add_argument("--num-things", type=int, default=defaults.num_things)
     parser.add_argument("--models", nargs="+", default=list(defaults.models), choices=sorted(PROFILES))
+    parser.add_argument(
+        "--prediction-splits",
+        nargs="*",
+        default=list(defaults.prediction_splits),
+        choices=SPLITS,
+        help="splits whose videos get model predictions (none: no predictions)",
+    )
     parser.add_argument("--scenes", nargs="+", default=list(defaults.scenes), choices=sorted(SCENES))
     return parser.parse_args(argv)
 
@@ -1246,6 +1396,7 @@ def main(argv: list[str] | None = None) -> None:
         num_things=args.num_things,
         seed=args.seed,
         models=tuple(args.models),
+        prediction_splits=tuple(args.prediction_splits),
         scenes=tuple(args.scenes),
     )
     start = time.perf_counter()
@@ -1263,7 +1414,7 @@ def main(argv: list[str] | None = None) -> None:
     for split, names in per_split.items():
         print(f"  {split:<5} {len(names):3d} videos {frames[split]:5d} frames")
     for key, path in paths.items():
-        print(f"  {key:<28} {path}")
+        print(f"  {key:<32} {path}")
 
 
 if __name__ == "__main__":
