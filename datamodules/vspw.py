@@ -60,6 +60,9 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
             "area"}``) and validation one item per video of ``val_split`` (rows + joint
             histograms, for exact mIoU); testing still streams clips (give ``masklet_cache``
             and ``pred_roots`` for it). Every video of both splits must be in the cache.
+        fusion_calibration: share of the training videos held out of the rule's fit (every
+            n-th video of ``train_split``, n = round(1 / share)) to calibrate when the learned
+            rule overrides its fallback; 0 = no calibration.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
         feature_batch_size: int = 256,
         prob_roots: dict[str, str] | None = None,
         fusion_cache: str | None = None,
+        fusion_calibration: float = 0.25,
     ) -> None:
         LightningDataModule.__init__(self)
         VideoSplits.__init__(
@@ -135,6 +139,9 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
             from vssam2.fusion.cache import open_fusion_cache
 
             self.fusion_cache = open_fusion_cache(fusion_cache)
+        if not 0.0 <= fusion_calibration < 1.0:
+            raise ValueError(f"fusion_calibration must be in [0, 1), got {fusion_calibration}")
+        self.fusion_calibration = float(fusion_calibration)
 
     def setup(self, stage: str | None = None) -> None:
         """Indexes the splits a stage needs (directory listings only, nothing decoded)."""
@@ -180,7 +187,8 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
             from vssam2.features import first_item
             from vssam2.fusion.dataset import FusionRows
 
-            videos = [video.name for video in self.index(self.train_split, with_preds=False).videos]
+            held_out = set(self.fusion_calibration_videos)
+            videos = [v.name for v in self.index(self.train_split, with_preds=False).videos if v.name not in held_out]
             return DataLoader(
                 FusionRows(self.fusion_cache, self.train_split, videos),
                 batch_size=self.feature_batch_size,
@@ -206,6 +214,15 @@ class VSPWDataModule(VideoSplits, LightningDataModule):
             persistent_workers=False,
             drop_last=False,
         )
+
+    @property
+    def fusion_calibration_videos(self) -> list[str]:
+        """Training videos held out of a learned rule's fit for its calibration (see ``fusion_calibration``)."""
+        if self.fusion_cache is None or self.fusion_calibration <= 0:
+            return []
+        videos = [video.name for video in self.index(self.train_split, with_preds=False).videos]
+        step = max(2, round(1 / self.fusion_calibration))
+        return videos[::step] if len(videos) > 1 else []
 
     def val_dataloader(self) -> DataLoader:
         """Streams ``val_split`` (with ``feature_cache`` / ``fusion_cache``: one cached item per video of this rank)."""

@@ -14,8 +14,8 @@ from vssam2.datasets.streaming import balance_videos
 from vssam2.fusion.cache import FusionCache
 from vssam2.fusion.gains import JointHistogram, action_gains
 
-GainWeighting = Literal["pixels", "inverse_sqrt_frequency"]
-GAIN_WEIGHTINGS: tuple[str, ...] = ("pixels", "inverse_sqrt_frequency")
+GainWeighting = Literal["pixels", "inverse_frequency"]
+GAIN_WEIGHTINGS: tuple[str, ...] = ("pixels", "inverse_frequency")
 
 
 def joint_of(arrays: dict[str, np.ndarray]) -> JointHistogram:
@@ -31,16 +31,16 @@ def joint_of(arrays: dict[str, np.ndarray]) -> JointHistogram:
 def class_weights(gt_pixels: torch.Tensor, weighting: GainWeighting) -> torch.Tensor | None:
     """(C,) weight of a correct pixel of each GT class (None = plain pixels).
 
-    ``inverse_sqrt_frequency`` weighs pixels by 1/√(class share), normalised so that the
-    average pixel weighs 1: rare classes count more, as they do in mIoU, without letting a
-    class of a few pixels dominate.
+    ``inverse_frequency`` weighs a pixel of class c by 1/(pixels of c), normalised so that the
+    average pixel weighs 1: mIoU averages classes, so a pixel of class c moves it by about
+    1/(pixels of c) — the first-order weight of a pixel in mIoU.
     """
     if weighting == "pixels":
         return None
     if weighting not in GAIN_WEIGHTINGS:
         raise ValueError(f"gain_weighting must be one of {GAIN_WEIGHTINGS}, got {weighting!r}")
     pixels = gt_pixels.double()
-    weight = torch.where(pixels > 0, 1.0 / pixels.clamp(min=1).sqrt(), torch.zeros_like(pixels))
+    weight = torch.where(pixels > 0, 1.0 / pixels.clamp(min=1), torch.zeros_like(pixels))
     return weight * pixels.sum() / (weight * pixels).sum().clamp(min=1e-12)
 
 
@@ -49,8 +49,8 @@ class FusionRows(Dataset):
 
     Items are fetched in batches (``__getitems__``, use ``collate_fn=first_item``):
     ``{"features": (B, F) float32, "candidates": (B, k) int64, "gains": (B, 1 + k) float64
-    pixel gains (−inf = no such action), "weighted_gains": the same with class weights
-    (``inverse_sqrt_frequency`` of the split, :func:`class_weights`), "area": (B,) int64}``.
+    pixel gains (−inf = no such action), "weighted_gains": the same with the split's
+    ``inverse_frequency`` class weights (:func:`class_weights`), "area": (B,) int64}``.
 
     Args:
         cache: the statistics cache.
@@ -67,7 +67,7 @@ class FusionRows(Dataset):
             gt = arrays["joint_gt"].astype(np.int64)
             valid = gt < num_classes
             gt_pixels += torch.from_numpy(np.bincount(gt[valid], arrays["joint_count"][valid], num_classes)).long()
-        weight = class_weights(gt_pixels, "inverse_sqrt_frequency")
+        weight = class_weights(gt_pixels, "inverse_frequency")
         features, candidates, gains, weighted, area = [], [], [], [], []
         for arrays in loaded:
             cand = torch.from_numpy(arrays["candidates"].astype(np.int64))

@@ -12,8 +12,9 @@ trained on; another class count, statistics version or feature set is refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -38,6 +39,8 @@ class FusionNet(nn.Module):
         hidden_dims: hidden widths of the MLP.
         class_embedding_dim: width of each candidate's class embedding (0 = none).
         dropout: dropout of the MLP.
+        vote_prior: initial logit of "paint candidate 1" over the other actions: training
+            starts from the paper's rule and learns where to leave it.
     """
 
     def __init__(
@@ -46,8 +49,9 @@ class FusionNet(nn.Module):
         num_classes: int,
         top_k: int = 3,
         hidden_dims: Sequence[int] = (64, 64),
-        class_embedding_dim: int = 8,
-        dropout: float = 0.1,
+        class_embedding_dim: int = 4,
+        dropout: float = 0.3,
+        vote_prior: float = 2.0,
     ) -> None:
         super().__init__()
         self.config = {
@@ -57,6 +61,7 @@ class FusionNet(nn.Module):
             "hidden_dims": [int(h) for h in hidden_dims],
             "class_embedding_dim": int(class_embedding_dim),
             "dropout": float(dropout),
+            "vote_prior": float(vote_prior),
         }
         self.num_classes = int(num_classes)
         self.top_k = int(top_k)
@@ -65,6 +70,8 @@ class FusionNet(nn.Module):
         self.register_buffer("mean", torch.zeros(num_features))
         self.register_buffer("std", torch.ones(num_features))
         self.mlp = MLPHead(num_features + top_k * class_embedding_dim, 1 + top_k, hidden_dims, dropout)
+        with torch.no_grad():
+            self.mlp.layers[-1].bias[1] += vote_prior
 
     def set_normalization(self, features: torch.Tensor) -> None:
         """Fits the standardisation on (N, F) training statistics."""
@@ -84,11 +91,60 @@ class FusionNet(nn.Module):
         return logits.masked_fill(invalid, float("-inf"))
 
 
+Fallback = Literal["vote", "base"]
+FALLBACKS: tuple[str, ...] = ("vote", "base")
+#: Margins tried by the calibration (inf = always the fallback).
+CALIBRATION_MARGINS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, float("inf"))
+
+
+@dataclass
+class Calibration:
+    """When the learned rule overrides its fallback (chosen on held-out training videos).
+
+    The network's choice replaces the fallback's action (the vote's winner, or keeping the
+    base) only where its probability exceeds the fallback action's by more than ``margin``:
+    a rule that is unsure does what the fallback does.
+
+    Attributes:
+        fallback: "vote" (paint candidate 1) or "base" (keep the base prediction).
+        margin: probability margin an override needs (0 = plain arg-max, inf = the fallback).
+    """
+
+    fallback: Fallback = "vote"
+    margin: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fallback": self.fallback, "margin": self.margin}
+
+
+def calibrated_actions(logits: torch.Tensor, candidates: torch.Tensor, calibration: Calibration) -> torch.Tensor:
+    """(N,) action per masklet: the network's arg-max where it beats the fallback by the margin.
+
+    Args:
+        logits: (N, 1 + k) action logits (−inf where no candidate).
+        candidates: (N, k) candidate classes (−1 = none).
+        calibration: fallback and margin.
+    """
+    p = torch.softmax(logits.float(), dim=1)  # (N, 1 + k)
+    best = p.argmax(dim=1)
+    if calibration.fallback == "vote":
+        fallback = (candidates[:, 0] >= 0).long()  # candidate 1 is the vote's winner
+    else:
+        fallback = torch.zeros_like(best)
+    gap = p.gather(1, best[:, None])[:, 0] - p.gather(1, fallback[:, None])[:, 0]
+    return torch.where(gap > calibration.margin, best, fallback)
+
+
 def describe_fusion(
-    net: FusionNet, statistics: StatisticsConfig, extra: dict[str, Any] | None = None
+    net: FusionNet, statistics: StatisticsConfig, calibration: Calibration, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """What a checkpoint records about a learned rule (plain types only)."""
-    return {"statistics": statistics.to_dict(), "net": dict(net.config), **(extra or {})}
+    return {
+        "statistics": statistics.to_dict(),
+        "net": dict(net.config),
+        "calibration": calibration.to_dict(),
+        **(extra or {}),
+    }
 
 
 class LearnedFusion(RefinementRule):
@@ -99,6 +155,8 @@ class LearnedFusion(RefinementRule):
         name: row suffix.
         net: a network to use directly instead of a checkpoint (with ``statistics``).
         statistics: the statistics ``net`` was trained on.
+        calibration: when the network overrides its fallback (with ``net``; a checkpoint
+            carries its own).
         methods: the base methods it refines; default the one it was trained on (recorded in
             the checkpoint), or every method when that is unknown. A rule learns its base
             model's errors, so applying it to another model is a choice to make explicitly.
@@ -114,6 +172,7 @@ class LearnedFusion(RefinementRule):
         name: str = "learned",
         net: FusionNet | None = None,
         statistics: StatisticsConfig | None = None,
+        calibration: Calibration | None = None,
         methods: list[str] | None = None,
     ) -> None:
         self.name = name
@@ -123,8 +182,9 @@ class LearnedFusion(RefinementRule):
             if statistics is None:
                 raise ValueError("LearnedFusion(net=...) needs the statistics it was trained on")
             self.net, self.statistics = net, statistics
+            self.calibration = calibration or Calibration()
         elif checkpoint is not None:
-            self.net, self.statistics, self.trained_on = load_fusion_checkpoint(checkpoint)
+            self.net, self.statistics, self.calibration, self.trained_on = load_fusion_checkpoint(checkpoint)
         else:
             raise ValueError(
                 "LearnedFusion needs a checkpoint (train one with train.py and a configs/train/fusion_* config)"
@@ -154,7 +214,8 @@ class LearnedFusion(RefinementRule):
             device = self.net.mean.device
             with torch.inference_mode():
                 logits = self.net(stats.features.to(device), stats.candidates.to(device)).cpu()
-            paint[stats.rows] = actions_to_paint(logits.argmax(dim=1), stats.candidates).to(torch.int16)
+            actions = calibrated_actions(logits, stats.candidates, self.calibration)
+            paint[stats.rows] = actions_to_paint(actions, stats.candidates).to(torch.int16)
         return paint
 
     def config(self) -> dict[str, Any]:
@@ -163,12 +224,13 @@ class LearnedFusion(RefinementRule):
             "checkpoint": self.checkpoint,
             "methods": self.methods,
             "statistics": self.statistics.to_dict(),
+            "calibration": self.calibration.to_dict(),
             "trained_on": self.trained_on,
         }
 
 
-def load_fusion_checkpoint(path: str | Path) -> tuple[FusionNet, StatisticsConfig, dict[str, Any]]:
-    """The network, statistics and provenance of a learned rule's checkpoint."""
+def load_fusion_checkpoint(path: str | Path) -> tuple[FusionNet, StatisticsConfig, Calibration, dict[str, Any]]:
+    """The network, statistics, calibration and provenance of a learned rule's checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"learned refinement rule: checkpoint {path} not found", path)
@@ -205,5 +267,6 @@ def load_fusion_checkpoint(path: str | Path) -> tuple[FusionNet, StatisticsConfi
     except RuntimeError as error:
         raise DataError(f"{path}: the rule's weights do not fit its recorded network ({error})", path) from error
     net.eval()
-    provenance = {k: v for k, v in info.items() if k not in ("statistics", "net")}
-    return net, statistics, provenance
+    calibration = Calibration(**info.get("calibration", {}))
+    provenance = {k: v for k, v in info.items() if k not in ("statistics", "net", "calibration")}
+    return net, statistics, calibration, provenance

@@ -26,11 +26,21 @@ from torchmetrics import MeanMetric
 
 from vssam2.fusion.dataset import GAIN_WEIGHTINGS, GainWeighting, joint_of
 from vssam2.fusion.gains import action_gains, actions_to_paint, decision_confusion
-from vssam2.fusion.learned import CHECKPOINT_KEY, FusionNet, LearnedFusion, describe_fusion
+from vssam2.fusion.learned import (
+    CALIBRATION_MARGINS,
+    CHECKPOINT_KEY,
+    FALLBACKS,
+    Calibration,
+    FusionNet,
+    LearnedFusion,
+    calibrated_actions,
+    describe_fusion,
+)
 from vssam2.fusion.rules import MajorityVote
 from vssam2.fusion.statistics import StatisticsConfig
 from vssam2.metrics import SemanticIoU
 from vssam2.metrics.config import MetricConfig
+from vssam2.metrics.functional import iou_from_confusion
 from vssam2.replay import PredictionReplay
 from vssam2.scoring import Refinement
 
@@ -50,10 +60,12 @@ class FusionModel(PredictionReplay):
         hidden_dims: hidden widths of the MLP.
         class_embedding_dim: width of each candidate's class embedding.
         dropout: dropout of the MLP.
+        vote_prior: initial logit of the vote's action (training starts from the vote).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         gain_weighting: what a correct pixel is worth in the loss: "pixels", or
-            "inverse_sqrt_frequency" (rare classes count more, closer to mIoU).
+            "inverse_frequency" (a pixel of class c weighs about what it moves mIoU by;
+            :func:`vssam2.fusion.dataset.class_weights`).
         metrics: the metric configuration of every row (its class count is the rule's).
     """
 
@@ -65,11 +77,12 @@ class FusionModel(PredictionReplay):
         top_k: int = 3,
         use_probs: bool = False,
         hidden_dims: Sequence[int] = (64, 64),
-        class_embedding_dim: int = 8,
-        dropout: float = 0.1,
+        class_embedding_dim: int = 4,
+        dropout: float = 0.3,
+        vote_prior: float = 2.0,
         lr: float = 3e-3,
-        weight_decay: float = 1e-4,
-        gain_weighting: GainWeighting = "pixels",
+        weight_decay: float = 1e-2,
+        gain_weighting: GainWeighting = "inverse_frequency",
         metrics: MetricConfig = MetricConfig(),
     ) -> None:
         super().__init__([base_method], metrics)
@@ -78,8 +91,15 @@ class FusionModel(PredictionReplay):
             raise ValueError(f"gain_weighting must be one of {GAIN_WEIGHTINGS}, got {gain_weighting!r}")
         self.statistics = StatisticsConfig(metrics.num_classes, top_k, use_probs)
         self.net = FusionNet(
-            len(self.statistics.features), metrics.num_classes, top_k, hidden_dims, class_embedding_dim, dropout
+            len(self.statistics.features),
+            metrics.num_classes,
+            top_k,
+            hidden_dims,
+            class_embedding_dim,
+            dropout,
+            vote_prior,
         )
+        self.calibration = Calibration()
         self.train_regret = MeanMetric()
         self.val_iou = torch.nn.ModuleDict(
             {row: SemanticIoU(metrics.num_classes, metrics.ignore_index) for row in ("learned", *VALIDATION_REFERENCES)}
@@ -88,7 +108,9 @@ class FusionModel(PredictionReplay):
 
     def rule(self) -> LearnedFusion:
         """The learned rule as it stands (shares this module's network)."""
-        return LearnedFusion(name=self.hparams.name, net=self.net, statistics=self.statistics)
+        return LearnedFusion(
+            name=self.hparams.name, net=self.net, statistics=self.statistics, calibration=self.calibration
+        )
 
     # ------------------------------------------------------------------------ setup
 
@@ -147,6 +169,38 @@ class FusionModel(PredictionReplay):
 
     # ------------------------------------------------------------------- evaluation
 
+    def on_validation_epoch_start(self) -> None:
+        """Calibrates the rule on the held-out training videos before it is scored and saved."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        videos = list(getattr(datamodule, "fusion_calibration_videos", None) or [])
+        if not videos:
+            return
+        cache, split = datamodule.fusion_cache, datamodule.train_split
+        if not hasattr(self, "_calibration_data"):
+            self._calibration_data = [cache.read(split, video) for video in videos]
+        num_classes, ignore = self.metric_config.num_classes, self.metric_config.ignore_index
+        choices = [Calibration(f, m) for f in FALLBACKS for m in CALIBRATION_MARGINS]
+        confusion = [torch.zeros(num_classes, num_classes + 1, dtype=torch.int64) for _ in choices]
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            for arrays in self._calibration_data:
+                joint = joint_of(arrays)
+                candidates = torch.from_numpy(arrays["candidates"].astype("int64"))
+                logits = self.net(torch.from_numpy(arrays["features"]).to(self.device), candidates.to(self.device))
+                for k, choice in enumerate(choices):
+                    paint = actions_to_paint(calibrated_actions(logits.cpu(), candidates, choice), candidates)
+                    confusion[k] += decision_confusion(joint, paint, num_classes, ignore)
+        self.net.train(was_training)
+        scores = [float(iou_from_confusion(c).nanmean()) for c in confusion]
+        # Best calibration mIoU; among equals the safer one (the larger margin, listed later).
+        best = max(range(len(choices)), key=lambda k: (round(scores[k], 12), k % len(CALIBRATION_MARGINS)))
+        self.calibration = choices[best]
+        self.log("val/calibration/mIoU", scores[best] * 100)
+        margin = choices[best].margin
+        self.log("val/calibration/margin", margin if margin != float("inf") else -1.0)
+        self.log("val/calibration/fallback_vote", float(choices[best].fallback == "vote"))
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if "joint_row" not in batch:  # a clip stream: score like testing
             self._score(batch)
@@ -157,7 +211,7 @@ class FusionModel(PredictionReplay):
         num = candidates.shape[0]
         if num:
             logits = self.net(batch["features"].to(self.device), candidates.to(self.device)).cpu()
-            learned = logits.argmax(dim=1)
+            learned = calibrated_actions(logits, candidates, self.calibration)
             gains = action_gains(joint, candidates, num_classes)
             decisions = {
                 "learned": learned,
@@ -192,7 +246,7 @@ class FusionModel(PredictionReplay):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Records what :class:`LearnedFusion` needs to rebuild and check the rule."""
-        checkpoint[CHECKPOINT_KEY] = describe_fusion(self.net, self.statistics, self._trained_on)
+        checkpoint[CHECKPOINT_KEY] = describe_fusion(self.net, self.statistics, self.calibration, self._trained_on)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuses a checkpoint of a rule with other statistics."""
@@ -201,3 +255,4 @@ class FusionModel(PredictionReplay):
             wrong = self.statistics.mismatch(StatisticsConfig.from_dict(info["statistics"]))
             if wrong:
                 raise ValueError(f"checkpoint was trained on other statistics: {'; '.join(wrong)}")
+            self.calibration = Calibration(**info.get("calibration", {}))
