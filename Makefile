@@ -24,34 +24,41 @@ $(STAMP): pyproject.toml setup.py vssam2/_label_kernels.c
 
 # configs/evaluate/synthetic*.yaml and configs/masklets/*_synthetic.yaml read demo_run/data;
 # masklets are cached under demo_run/cache/masklets (a second run reuses them); the demo ends
-# with an I-SAM2 classifier trained from the feature cache (demo_run/cache/features).
+# with an I-SAM2 classifier trained from the feature cache (demo_run/cache/features) and a
+# learned refinement rule trained from the refinement statistics (demo_run/cache/fusion).
 # Each stage prints its title, its table and where its files went.
 STAGE = @printf '\n==> %s\n' 
 demo: $(STAMP)
-	$(STAGE)"[1/12] Synthetic VSPW / VIPSeg dataset and three simulated models (demo_run/data)"
+	$(STAGE)"[1/15] Synthetic VSPW / VIPSeg dataset and three simulated models (demo_run/data)"
 	@$(PY) -m vssam2.synthetic --root demo_run/data --seed 0
-	$(STAGE)"[2/12] Score the simulated models on the VSPW layout (Table 1 metrics)"
+	$(STAGE)"[2/15] Score the simulated models on the VSPW layout (Table 1 metrics)"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml
-	$(STAGE)"[3/12] The same videos in the VIPSeg layout (identical numbers expected)"
+	$(STAGE)"[3/15] The same videos in the VIPSeg layout (identical numbers expected)"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic_vipseg.yaml
-	$(STAGE)"[4/12] Masklet cache, val split: GT oracle"
+	$(STAGE)"[4/15] Masklet cache, val split: GT oracle"
 	@$(PY) -m vssam2.masklets --config configs/masklets/oracle_synthetic.yaml
-	$(STAGE)"[5/12] Masklet cache, val split: SLIC superpixels"
+	$(STAGE)"[5/15] Masklet cache, val split: SLIC superpixels"
 	@$(PY) -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml
-	$(STAGE)"[6/12] Masklet cache, val split: SAM2 (tiny random-weight model: exercises the pipeline, masks are meaningless)"
+	$(STAGE)"[6/15] Masklet cache, val split: SAM2 (tiny random-weight model: exercises the pipeline, masks are meaningless)"
 	@$(PY) -m vssam2.masklets --config configs/masklets/sam2_tiny_synthetic.yaml
-	$(STAGE)"[7/12] Refinement with oracle masklets: base and refined rows side by side"
+	$(STAGE)"[7/15] Refinement with oracle masklets: base and refined rows side by side"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/refine_synthetic.yaml
-	$(STAGE)"[8/12] Masklet-source sweep: oracle vs superpixels vs SAM2 (a Lightning run; table, JSON, plot, W&B group)"
+	$(STAGE)"[8/15] Masklet-source sweep: oracle vs superpixels vs SAM2 (a Lightning run; table, JSON, plot, W&B group)"
 	@$(PY) evaluate.py test --config configs/ablation/sources_synthetic.yaml
-	$(STAGE)"[9/12] Refinement-rule sweep: the vote's min_share on superpixel masklets (every point reads one cache)"
+	$(STAGE)"[9/15] Refinement-rule sweep: the vote's min_share on superpixel masklets (every point reads one cache)"
 	@$(PY) evaluate.py test --config configs/ablation/min_share_synthetic.yaml
-	$(STAGE)"[10/12] Masklet cache, train split: superpixels (for the classifier)"
+	$(STAGE)"[10/15] Masklet cache, train split: superpixels (for the classifier)"
 	@$(PY) -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml --split train
-	$(STAGE)"[11/12] Feature cache of the tiny SAM2 encoder (train and val)"
+	$(STAGE)"[11/15] Feature cache of the tiny SAM2 encoder (train and val)"
 	@$(PY) -m vssam2.features --config configs/features/isam2_tiny_synthetic.yaml
-	$(STAGE)"[12/12] Train I-SAM2 from the feature cache, then test it next to the base model (Table 3 rows)"
+	$(STAGE)"[12/15] Train I-SAM2 from the feature cache, then test it next to the base model (Table 3 rows)"
 	@$(PY) train.py --config configs/train/isam2_tiny_synthetic.yaml
+	$(STAGE)"[13/15] Refinement statistics of the simulated models on superpixel masklets (train and val), for learned rules"
+	@$(PY) -m vssam2.fusion --config configs/fusion/superpixel_synthetic.yaml
+	$(STAGE)"[14/15] Train the learned refinement rule of sim_strong from the statistics (seconds), test it beside the vote"
+	@$(PY) train.py --config configs/train/fusion_superpixel_synthetic.yaml
+	$(STAGE)"[15/15] Refinement rules side by side: vote, quality gate, learned (where the vote hurts, the learned rule does not)"
+	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/refine_rules_synthetic.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -18,6 +18,7 @@ from vssam2.fusion import LearnedFusion, MajorityVote
 from vssam2.fusion.compute import compute_fusion_cache
 from vssam2.masklets.compute import compute_cache
 from vssam2.masklets.superpixel import SuperpixelSource
+from vssam2.replay import PredictionReplay
 from vssam2.synthetic import SyntheticConfig, write_predictions, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,3 +194,46 @@ def test_shipped_fusion_train_configs_parse(name: str, capsys) -> None:
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "vssam2.fusion.model.FusionModel" in printed and "fusion_cache" in printed
+
+
+class LogitModel(PredictionReplay):
+    """A live model that hands logits, not ids: its stored prediction, made soft."""
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        preds = super().forward(batch)
+        out = {}
+        for method, ids in preds.items():
+            generator = torch.Generator().manual_seed(int(batch["start"]))
+            logits = torch.randn((ids.shape[0], 124, *ids.shape[1:]), generator=generator)
+            out[method] = logits.scatter_add(1, ids.long().unsqueeze(1), torch.full_like(logits[:, :1], 6.0))
+        return out
+
+
+def test_a_live_model_hands_logits_to_the_probability_vote(world: dict[str, Path]) -> None:
+    from lightning.pytorch import Trainer
+
+    from callbacks import TestTimeRefinement
+    from vssam2.console import quiet_dependency_chatter
+    from vssam2.fusion import ProbabilityVote
+
+    quiet_dependency_chatter()
+
+    data = VSPWDataModule(
+        root=str(world["vspw"]),
+        clip_len=8,
+        load_frames=False,
+        masklet_cache=str(world["masklets"]),
+        pred_roots={"sim_strong": str(world["preds"] / "sim_strong")},
+    )
+    refine = TestTimeRefinement(rules=[MajorityVote(), ProbabilityVote()], name_format="SP-{method}")
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[refine])
+    model = LogitModel()
+    trainer.test(model, datamodule=data, verbose=False)
+    rows = model.report.rows
+    assert list(rows) == ["sim_strong", "SP-sim_strong", "SP-sim_strong (prob_vote)"]
+    # The scored base row is the logits' arg-max: the stored prediction (its class got +6).
+    replay = PredictionReplay()
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.test(replay, datamodule=data, verbose=False)
+    assert float(rows["sim_strong"]["mIoU"]) == pytest.approx(float(replay.report.rows["sim_strong"]["mIoU"]), abs=0.02)
+    assert 0 < float(rows["SP-sim_strong (prob_vote)"]["mIoU"]) <= 1
