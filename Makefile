@@ -57,7 +57,7 @@ demo: $(STAMP)
 	@$(PY) -m vssam2.fusion --config configs/fusion/superpixel_synthetic.yaml
 	$(STAGE)"[14/15] Train the learned refinement rule of sim_strong from the statistics (seconds), test it beside the vote"
 	@$(PY) train.py --config configs/train/fusion_superpixel_synthetic.yaml
-	$(STAGE)"[15/15] Refinement rules side by side: vote, quality gate, learned (where the vote hurts, the learned rule does not)"
+	$(STAGE)"[15/15] Refinement rules side by side: vote, quality gate, learned (for sim_strong the vote hurts; its learned rule keeps the base)"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/refine_rules_synthetic.yaml
 
 test: $(STAMP)

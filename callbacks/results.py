@@ -81,7 +81,7 @@ class ResultsWriter(Callback):
         if cost:
             lines.append(
                 f"Refinement cost on {cost['device']}: masklets {cost['masklets_fps']:.1f} frames/s, "
-                f"majority vote {cost['refine_fps']:.1f} frames/s."
+                f"refinement rules (every method) {cost['refine_fps']:.1f} frames/s."
             )
         if skipped:
             lines.append(f"WARNING: {len(skipped)} videos were skipped as bad data (listed in results.json).")
