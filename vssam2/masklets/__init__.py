@@ -1,9 +1,10 @@
-"""Masklet engine: masklet sources (SAM2, superpixels, oracle), the aggregator, SAM2 loading."""
+"""Masklet engine: masklet sources (SAM2, superpixels, oracle, degraded oracle), the aggregator, SAM2 loading."""
 
 from vssam2.masklets.aggregator import ORDERS, aggregate_masks, paint_order
 from vssam2.masklets.base import TABLE_COLUMNS, MaskletSource, MaskletTable, MaskletTracker
 from vssam2.masklets.cache import MaskletCache, cache_key, open_cache
 from vssam2.masklets.compute import CacheRunSummary, compute_cache
+from vssam2.masklets.degraded import DegradedOracleSource
 from vssam2.masklets.oracle import OracleSource, class_components
 from vssam2.masklets.proposals import ProposalParams, Proposals, Proposer
 from vssam2.masklets.sam2_model import (
@@ -32,6 +33,7 @@ __all__ = [
     "MaskletSource",
     "MaskletTable",
     "CacheRunSummary",
+    "DegradedOracleSource",
     "MaskletCache",
     "MaskletTracker",
     "OracleSource",
