@@ -26,6 +26,7 @@ EVALUATE = {
 }
 MASKLETS = [
     "oracle_synthetic.yaml",
+    "degraded_oracle_synthetic.yaml",
     "superpixel_synthetic.yaml",
     "sam2_tiny_synthetic.yaml",
     "sam2_vspw.yaml",

@@ -19,7 +19,7 @@ from vssam2.fusion.compute import compute_fusion_cache
 from vssam2.masklets.compute import compute_cache
 from vssam2.masklets.superpixel import SuperpixelSource
 from vssam2.replay import PredictionReplay
-from vssam2.synthetic import SyntheticConfig, write_predictions, write_synthetic
+from vssam2.synthetic import SyntheticConfig, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = REPO / "configs" / "train" / "fusion_superpixel_synthetic.yaml"
@@ -34,9 +34,8 @@ DATA = SyntheticConfig(
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Data with train and val predictions, superpixel masklets of both, the statistics cache."""
     root = tmp_path_factory.mktemp("fusion")
-    paths = write_synthetic(root / "data", DATA)
+    paths = write_synthetic(root / "data", DATA)  # predictions of train and val
     preds = root / "data" / "predictions" / "vspw"
-    write_predictions(paths["vspw"], preds, DATA, split="train")
     data = VSPWDataModule(root=str(paths["vspw"]), clip_len=8)
     source = SuperpixelSource(n_segments=40)
     for split in ("train", "val"):
