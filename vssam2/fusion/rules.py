@@ -70,6 +70,8 @@ class RuleInputs:
                 f"{rule} needs the masklets' score table ({', '.join(fields)}), but the chunk of video "
                 f"{self.video!r} has none: give data.masklet_cache (its <video>/table.json) or a masklet source"
             )
+        if not fields:
+            return self.table
         present = self.counts.votes.sum(dim=1) > 0
         present[0] = False
         ids = self.counts.row_ids[present]
