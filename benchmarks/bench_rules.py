@@ -15,7 +15,6 @@ import argparse
 import functools
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_refine import make_data  # noqa: E402
+from bench_refine import best_of, make_data  # noqa: E402
 
 from vssam2.fusion import FusionNet, LearnedFusion, MajorityVote, ProbabilityVote, QualityGate  # noqa: E402
 from vssam2.fusion.rules import RefinementRule, RuleInputs  # noqa: E402
@@ -52,15 +51,6 @@ def fake_probs(base: np.ndarray, seed: int = 0) -> TopKProbs:
     top = rng.uniform(0.5, 0.9, (t, 1, h, w))
     probs = np.concatenate([top, (1 - top) * 0.6, (1 - top) * 0.3], axis=1)
     return TopKProbs(torch.from_numpy(classes.astype(np.uint8)), torch.from_numpy(probs.astype(np.float16)))
-
-
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, rule in rules.items():
             run = functools.partial(refine, seg, base, rule, table, probs)
             run()  # warm-up
-            seconds[name] = best_of(args.repeat, run)
+            seconds[name] = best_of(args.repeat, run)[0]
         for name, value in seconds.items():
             print(
                 f"| {masklets} | {name} | {value:.4f} | {args.frames / value:.1f} | {value / seconds['vote']:.2f} |",

@@ -248,7 +248,7 @@ def test_bad_sweeps_fail_clearly_before_any_work(synthetic_root, tmp_path):
     not_for_superpixels = r"'window' does not apply to the source SuperpixelSource"
     fails({"window": [4, 8]}, not_for_superpixels, AttributeError, source=SUPERPIXEL)
     fails({"refinement.ratio": [0.5]}, r"refinement has no field 'ratio'", source=SUPERPIXEL)
-    fails({"refinement.rule": ["vote"]}, r"'refinement.rule'.*rule config", source=SUPERPIXEL)
+    fails({"refinement.rule": ["vote"]}, r"'refinement.rule'.*config.*RefinementRule", source=SUPERPIXEL)
     vote = {"class_path": "vssam2.fusion.MajorityVote"}
     fails({"refinement.rule": [vote, vote]}, "same masklet configuration and refinement", source=SUPERPIXEL)
     fails({"refinement.rule": [vote], "refinement.min_share": [0.5]}, "together", source=SUPERPIXEL)

@@ -91,13 +91,16 @@ class CachedVideoMasklets(IterableDataset):
             shard = balance_videos([frames for _, frames in videos], info.num_workers)[info.id]
             videos = [videos[i] for i in shard]
         for name, _ in videos:
-            arrays = self.cache.read(self.split, name)
-            yield {
-                "video": name,
-                "vectors": torch.from_numpy(arrays["vectors"]).float(),
-                "target": torch.from_numpy(arrays["target"].astype(np.int64)),
-                "hist_row": torch.from_numpy(arrays["hist_row"].astype(np.int64)),
-                "hist_label": torch.from_numpy(arrays["hist_label"].astype(np.int64)),
-                "hist_count": torch.from_numpy(arrays["hist_count"].astype(np.int64)),
-                "uncovered": torch.from_numpy(arrays["uncovered"].astype(np.int64)),
-            }
+            yield self.item(name, self.cache.read(self.split, name))
+
+    def item(self, name: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        """One video's item from its cache arrays (subclasses over other caches override it)."""
+        return {
+            "video": name,
+            "vectors": torch.from_numpy(arrays["vectors"]).float(),
+            "target": torch.from_numpy(arrays["target"].astype(np.int64)),
+            "hist_row": torch.from_numpy(arrays["hist_row"].astype(np.int64)),
+            "hist_label": torch.from_numpy(arrays["hist_label"].astype(np.int64)),
+            "hist_count": torch.from_numpy(arrays["hist_count"].astype(np.int64)),
+            "uncovered": torch.from_numpy(arrays["uncovered"].astype(np.int64)),
+        }

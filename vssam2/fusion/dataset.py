@@ -3,14 +3,14 @@ videos (with their joint histograms) for exact validation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset
 
-from vssam2.datasets.streaming import balance_videos
+from vssam2.features.dataset import CachedVideoMasklets
 from vssam2.fusion.cache import FusionCache
 from vssam2.fusion.gains import JointHistogram, action_gains
 
@@ -105,7 +105,7 @@ class FusionRows(Dataset):
         return self.__getitems__([index])[0]
 
 
-class FusionVideos(IterableDataset):
+class FusionVideos(CachedVideoMasklets):
     """One item per video of one rank's share of a split (sharded like evaluation).
 
     Items: ``{"video": str, "features": (N, F) float32, "candidates": (N, k) int64,
@@ -119,33 +119,14 @@ class FusionVideos(IterableDataset):
         world_size: number of processes.
     """
 
-    def __init__(
-        self, cache: FusionCache, split: str, videos: Sequence[tuple[str, int]], rank: int = 0, world_size: int = 1
-    ) -> None:
-        cache.check_split(split, [name for name, _ in videos])
-        shard = balance_videos([frames for _, frames in videos], world_size)[rank]
-        self.cache = cache
-        self.split = split
-        self.videos = [videos[i] for i in shard]
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        videos = self.videos
-        if info is not None:
-            shard = balance_videos([frames for _, frames in videos], info.num_workers)[info.id]
-            videos = [videos[i] for i in shard]
-        for name, _ in videos:
-            arrays = self.cache.read(self.split, name)
-            joint = joint_of(arrays)
-            yield {
-                "video": name,
-                "features": torch.from_numpy(arrays["features"]),
-                "candidates": torch.from_numpy(arrays["candidates"].astype(np.int64)),
-                "joint_row": joint.row,
-                "joint_base": joint.base,
-                "joint_gt": joint.gt,
-                "joint_count": joint.count,
-            }
+    def item(self, name: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        joint = joint_of(arrays)
+        return {
+            "video": name,
+            "features": torch.from_numpy(arrays["features"]),
+            "candidates": torch.from_numpy(arrays["candidates"].astype(np.int64)),
+            "joint_row": joint.row,
+            "joint_base": joint.base,
+            "joint_gt": joint.gt,
+            "joint_count": joint.count,
+        }

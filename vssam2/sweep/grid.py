@@ -153,47 +153,49 @@ def with_parameter(source: MaskletSource, path: str, value: Any) -> MaskletSourc
     return clone
 
 
-def build_source(config: MaskletSource | Mapping[str, Any]) -> MaskletSource:
-    """A source from ``{class_path, init_args}`` (parsed by jsonargparse: nested dataclasses work)."""
-    if isinstance(config, MaskletSource):
+def _build(base: type, config: Any) -> Any:
+    """An instance of a subclass of ``base`` from ``{class_path, init_args}`` (parsed by
+    jsonargparse: nested dataclasses work); an instance is returned as it is."""
+    if isinstance(config, base):
         return config
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(MaskletSource, "source", required=True)
-    namespace = parser.parse_object({"source": dict(config)})
+    parser.add_subclass_arguments(base, "value", required=True)
+    namespace = parser.parse_object({"value": dict(config)})
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    return instantiate(namespace).source
+    return instantiate(namespace).value
+
+
+def build_source(config: MaskletSource | Mapping[str, Any]) -> MaskletSource:
+    """A masklet source from ``{class_path, init_args}``."""
+    return _build(MaskletSource, config)
 
 
 def build_rule(config: RefinementRule | Mapping[str, Any]) -> RefinementRule:
     """A refinement rule from ``{class_path, init_args}``."""
-    if isinstance(config, RefinementRule):
-        return config
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(RefinementRule, "rule", required=True)
-    namespace = parser.parse_object({"rule": dict(config)})
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    return instantiate(namespace).rule
+    return _build(RefinementRule, config)
 
 
-def _rules(values: Sequence[Any]) -> list[tuple[str, RefinementRule]]:
-    """(label, rule) per rule config; the label defaults to the rule's name."""
-    items: list[tuple[str, RefinementRule]] = []
+def _labelled(values: Sequence[Any], base: type, parameter: str) -> list[tuple[str, Any]]:
+    """(label, instance) per config of a ``base`` subclass; the label defaults to the
+    instance's ``name``, and a repeated label gets ``#2``, ``#3``."""
+    items: list[tuple[str, Any]] = []
+    seen: dict[str, int] = {}
     for value in values:
         label = None
         if isinstance(value, Mapping):
             value = dict(value)
             label = value.pop("label", None)
-        elif not isinstance(value, RefinementRule):
+        elif not isinstance(value, base):
             raise ValueError(
-                f"sweep parameter {RULE_PARAMETER!r}: each value is a rule config "
-                f"{{class_path: vssam2.fusion.<Rule>, init_args: ..., label: ...}}, got {value!r}"
+                f"sweep parameter {parameter!r}: each value is a config {{class_path: ..., init_args: ..., "
+                f"label: ...}} of a {base.__name__}, got {value!r}"
             )
-        rule = build_rule(value)
-        items.append((str(label or rule.name), rule))
+        built = _build(base, value)
+        label = str(label or built.name)
+        seen[label] = seen.get(label, 0) + 1
+        items.append((label if seen[label] == 1 else f"{label}#{seen[label]}", built))
     return items
 
 
@@ -210,22 +212,6 @@ def clip_len_for(source: MaskletSource, data_clip_len: int, tie_clip_len: bool =
     if tie_clip_len and isinstance(window, int) and not isinstance(window, bool):
         return window
     return int(data_clip_len)
-
-
-def _sources(values: Sequence[Any]) -> list[tuple[str, MaskletSource]]:
-    """(label, source) per source config; duplicate labels get ``#2``, ``#3``."""
-    items: list[tuple[str, MaskletSource]] = []
-    seen: dict[str, int] = {}
-    for value in values:
-        label = None
-        if isinstance(value, Mapping):
-            value = dict(value)
-            label = value.pop("label", None)
-        built = build_source(value)
-        label = str(label or built.name)
-        seen[label] = seen.get(label, 0) + 1
-        items.append((label if seen[label] == 1 else f"{label}#{seen[label]}", built))
-    return items
 
 
 def check_grid(grid: Mapping[str, Sequence[Any]], source: MaskletSource | None) -> None:
@@ -285,9 +271,9 @@ def expand_grid(
     dims: list[list[tuple[str, Any, Any]]] = []  # per parameter: (label, JSON value, value)
     for parameter, values in grid.items():
         if parameter == SOURCE_PARAMETER:
-            dims.append([(label, label, built) for label, built in _sources(values)])
+            dims.append([(label, label, built) for label, built in _labelled(values, MaskletSource, parameter)])
         elif parameter == RULE_PARAMETER:
-            dims.append([(label, label, rule) for label, rule in _rules(values)])
+            dims.append([(label, label, rule) for label, rule in _labelled(values, RefinementRule, parameter)])
         else:
             dims.append([(value_label(v), v, v) for v in values])
     names = list(grid)
