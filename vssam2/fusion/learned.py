@@ -210,7 +210,8 @@ class LearnedFusion(RefinementRule):
         stats = masklet_statistics(inputs.counts, self.statistics, inputs.frames, inputs.start, table, soft)
         paint = torch.full((inputs.counts.row_ids.shape[0],), -1, dtype=torch.int16)
         if stats.rows.numel():
-            self.net.eval()
+            if self.net.training:  # a FusionModel's net between epochs
+                self.net.eval()
             device = self.net.mean.device
             with torch.inference_mode():
                 logits = self.net(stats.features.to(device), stats.candidates.to(device)).cpu()

@@ -13,7 +13,6 @@ actions are "keep the base prediction" (0) and "paint candidate j" (j = 1…k).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +147,26 @@ def table_columns(
     return iou, stability, first, last
 
 
+def _candidates(class_votes: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k voted classes per row of a (K, C) int64 array (numpy), see :func:`candidate_classes`."""
+    num, num_classes = class_votes.shape
+    k = min(top_k, num_classes)
+    # One key per (votes, class) that orders like (more votes, lower id): its k largest are the
+    # stable sort's first k.
+    key = class_votes * 256 + (255 - np.arange(num_classes, dtype=np.int64))  # (K, C), all > 0, distinct per row
+    order = np.empty((num, k), dtype=np.int64)
+    every = np.arange(num)
+    for j in range(k):  # k arg-max passes: cheaper than sorting C classes for small k
+        order[:, j] = key.argmax(axis=1)
+        key[every, order[:, j]] = -1
+    counts = np.take_along_axis(class_votes, order, axis=1)
+    candidates = np.where(counts > 0, order, -1)
+    if k < top_k:  # fewer classes than candidates: pad
+        candidates = np.concatenate([candidates, np.full((num, top_k - k), -1)], axis=1)
+        counts = np.concatenate([counts, np.zeros((num, top_k - k), np.int64)], axis=1)
+    return candidates, counts
+
+
 def candidate_classes(votes: torch.Tensor, num_classes: int, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k voted classes per row, stable (more votes first, ties → lower id).
 
@@ -158,16 +177,8 @@ def candidate_classes(votes: torch.Tensor, num_classes: int, top_k: int) -> tupl
         candidates: (K, k) int64, −1 where a row has fewer than k voted classes.
         counts: (K, k) int64 their votes (0 at −1).
     """
-    class_votes = votes[:, :num_classes]
-    k = min(top_k, num_classes)
-    order = torch.sort(-class_votes, dim=1, stable=True).indices[:, :k]  # (K, k)
-    counts = torch.gather(class_votes, 1, order)
-    candidates = torch.where(counts > 0, order, torch.full_like(order, -1))
-    if k < top_k:  # fewer classes than candidates: pad
-        pad = top_k - k
-        candidates = torch.cat([candidates, candidates.new_full((votes.shape[0], pad), -1)], dim=1)
-        counts = torch.cat([counts, counts.new_zeros((votes.shape[0], pad))], dim=1)
-    return candidates, counts
+    candidates, counts = _candidates(votes[:, :num_classes].numpy().astype(np.int64), top_k)
+    return torch.from_numpy(candidates), torch.from_numpy(counts)
 
 
 def masklet_statistics(
@@ -179,6 +190,9 @@ def masklet_statistics(
     soft_votes: torch.Tensor | None = None,
 ) -> MaskletStatistics:
     """Statistics of every masklet present in a chunk's vote histogram.
+
+    Computed in numpy: the arrays are small (K masklets × C classes), where torch's per-call
+    cost would dominate (benchmarks/README, "bench_rules.py").
 
     Args:
         counts: the chunk's vote histogram (:func:`vssam2.refine.count_votes`).
@@ -193,89 +207,88 @@ def masklet_statistics(
     Returns:
         One row per present masklet, in histogram-row order.
     """
-    votes = counts.votes  # (rows, 256) int64
-    num_classes = config.num_classes
-    area_all = votes.sum(dim=1)
+    votes = counts.votes.numpy()  # (rows, 256) int64
+    num_classes, k = config.num_classes, config.top_k
+    area_all = votes.sum(axis=1)
     present = area_all > 0
     present[0] = False
-    rows = torch.nonzero(present).flatten()
+    rows = np.flatnonzero(present)
     v = votes[rows]  # (K, 256)
-    area = area_all[rows]
+    num = rows.shape[0]
+    area = area_all[rows].astype(np.float64)
     class_votes = v[:, :num_classes]
-    voting = class_votes.sum(dim=1).double()
-    candidates, cand_votes = candidate_classes(v, num_classes, config.top_k)
-    share = cand_votes.double() / voting.clamp(min=1).unsqueeze(1)  # (K, k)
-    share3 = torch.zeros(rows.shape[0], 3, dtype=torch.float64)
-    share3[:, : min(3, config.top_k)] = share[:, :3]
-    p = class_votes.double() / voting.clamp(min=1).unsqueeze(1)
-    entropy = -(p * torch.log(p.clamp(min=1e-12))).sum(dim=1) / math.log(max(num_classes, 2))
-    chunk_pixels = float(votes.sum())
-    frame_pixels = chunk_pixels / max(frames, 1)
-    class_pixels = votes[:, :num_classes].sum(dim=0).double()  # (C,) chunk base pixels per class
+    voting = np.maximum(class_votes.sum(axis=1), 1).astype(np.float64)
+    candidates, cand_votes = _candidates(class_votes, k)
+    share = np.zeros((num, max(k, 3)))
+    share[:, :k] = cand_votes / voting[:, None]
+    p = class_votes / voting[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1) / np.log(max(num_classes, 2))
+    chunk_pixels = max(float(area_all.sum()), 1.0)
+    frame_pixels = max(chunk_pixels / max(frames, 1), 1.0)
+    class_pixels = votes[:, :num_classes].sum(axis=0).astype(np.float64)  # (C,) chunk base pixels per class
 
-    def per_candidate(values: torch.Tensor, j: int) -> torch.Tensor:
-        if j >= config.top_k:
-            return torch.zeros(rows.shape[0], dtype=torch.float64)
-        cls = candidates[:, j]
-        return torch.where(cls >= 0, values[cls.clamp(min=0)], torch.zeros((), dtype=torch.float64))
+    def of_candidate(values: np.ndarray, j: int) -> np.ndarray:
+        """(K,) values[candidate j] (0 where there is none)."""
+        if j >= k:
+            return np.zeros(num)
+        return np.where(candidates[:, j] >= 0, values[np.maximum(candidates[:, j], 0)], 0.0)
 
-    coverage = [
-        torch.where(
-            candidates[:, j] >= 0,
-            cand_votes[:, j].double() / per_candidate(class_pixels, j).clamp(min=1),
-            torch.zeros((), dtype=torch.float64),
-        )
-        if j < config.top_k
-        else torch.zeros(rows.shape[0], dtype=torch.float64)
-        for j in range(2)
-    ]
-    iou, stability, first, last = table_columns(table, counts.row_ids[rows])
+    def coverage(j: int) -> np.ndarray:
+        if j >= k:
+            return np.zeros(num)
+        return np.where(candidates[:, j] >= 0, cand_votes[:, j] / np.maximum(of_candidate(class_pixels, j), 1), 0.0)
+
+    ids = counts.row_ids[torch.from_numpy(rows)]
+    iou, stability, first, last = table_columns(table, ids)
     has_scores = ~(np.isnan(iou) | np.isnan(stability))
     if table is None:
-        spanned = np.full(rows.shape[0], frames, np.int64)
+        spanned = np.full(num, frames, np.int64)
     else:
         spanned = np.minimum(last, start + frames - 1) - np.maximum(first, start) + 1
         spanned = np.where(first < 0, frames, np.clip(spanned, 1, frames))
-    spanned_t = torch.from_numpy(spanned).double()
     columns = [
-        share3[:, 0],
-        share3[:, 1],
-        share3[:, 2],
-        share3[:, 0] - share3[:, 1],
+        share[:, 0],
+        share[:, 1],
+        share[:, 2],
+        share[:, 0] - share[:, 1],
         entropy,
-        v[:, num_classes:].sum(dim=1).double() / area.double(),
-        torch.log1p(area.double()),
-        area.double() / max(chunk_pixels, 1.0),
-        spanned_t / max(frames, 1),
-        area.double() / spanned_t / max(frame_pixels, 1.0),
-        torch.from_numpy(np.nan_to_num(iou, nan=0.0)),
-        torch.from_numpy(np.nan_to_num(stability, nan=0.0)),
-        torch.from_numpy(has_scores.astype(np.float64)),
-        per_candidate(class_pixels, 0) / max(chunk_pixels, 1.0),
-        per_candidate(class_pixels, 1) / max(chunk_pixels, 1.0),
-        coverage[0],
-        coverage[1],
+        v[:, num_classes:].sum(axis=1) / np.maximum(area, 1),
+        np.log1p(area),
+        area / chunk_pixels,
+        spanned / max(frames, 1),
+        area / spanned / frame_pixels,
+        np.nan_to_num(iou, nan=0.0),
+        np.nan_to_num(stability, nan=0.0),
+        has_scores.astype(np.float64),
+        of_candidate(class_pixels, 0) / chunk_pixels,
+        of_candidate(class_pixels, 1) / chunk_pixels,
+        coverage(0),
+        coverage(1),
     ]
     if config.use_probs:
         if soft_votes is None:
             raise ValueError("these statistics use class probabilities (use_probs), but none were given")
-        soft = soft_votes[rows].double()  # (K, C)
-        pixels = area.double().clamp(min=1)
-        top_share, top_class = soft.max(dim=1)
+        soft = soft_votes.numpy()[rows]  # (K, C) float64
+        pixels = np.maximum(area, 1)
+
+        def soft_of(j: int) -> np.ndarray:
+            if j >= k:
+                return np.zeros(num)
+            cls = candidates[:, j]
+            return np.where(cls >= 0, np.take_along_axis(soft, np.maximum(cls, 0)[:, None], axis=1)[:, 0], 0.0)
+
         columns += [
-            per_candidate_soft(soft, candidates, 0) / pixels,
-            per_candidate_soft(soft, candidates, 1) / pixels,
-            top_share / pixels,
-            (top_class == candidates[:, 0]).double(),
+            soft_of(0) / pixels,
+            soft_of(1) / pixels,
+            soft.max(axis=1) / pixels,
+            (soft.argmax(axis=1) == candidates[:, 0]).astype(np.float64),
         ]
-    features = torch.stack(columns, dim=1).float()  # (K, F)
-    return MaskletStatistics(rows, counts.row_ids[rows], area, candidates, features)
-
-
-def per_candidate_soft(soft: torch.Tensor, candidates: torch.Tensor, j: int) -> torch.Tensor:
-    """(K,) summed probability of candidate j (0 where there is none)."""
-    if j >= candidates.shape[1]:
-        return torch.zeros(soft.shape[0], dtype=torch.float64)
-    cls = candidates[:, j]
-    values = torch.gather(soft, 1, cls.clamp(min=0).unsqueeze(1)).squeeze(1)
-    return torch.where(cls >= 0, values, torch.zeros((), dtype=torch.float64))
+    features = np.stack(columns, axis=1).astype(np.float32)  # (K, F)
+    return MaskletStatistics(
+        torch.from_numpy(rows),
+        ids,
+        torch.from_numpy(area_all[rows]),
+        torch.from_numpy(candidates.astype(np.int64)),
+        torch.from_numpy(features),
+    )
