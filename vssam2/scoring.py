@@ -135,10 +135,6 @@ class Refinement:
             self.source.end_video()
         return ChunkMasklets(segments, table, f"the {self.source.name!r} source's score table")
 
-    def segments(self, chunk: Mapping[str, Any]) -> torch.Tensor:
-        """(T, H, W) int32 segment map of a chunk (see :meth:`masklets`)."""
-        return self.masklets(chunk).segments
-
     def refine(
         self,
         chunk: Mapping[str, Any],
