@@ -9,7 +9,7 @@ skipped, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from vssam2.datasets.streaming import rank_from_env
 from vssam2.errors import DataError
+from vssam2.features.compute import FeatureRunSummary
 from vssam2.fusion.cache import FORMAT_VERSION, FusionCache
 from vssam2.fusion.gains import joint_histogram
 from vssam2.fusion.rules import RuleInputs
@@ -121,19 +122,10 @@ class VideoStatistics:
 
 
 @dataclass
-class FusionRunSummary:
+class FusionRunSummary(FeatureRunSummary):
     """What one rank of a statistics cache run did for one base method."""
 
-    directory: Path
-    split: str
-    method: str
-    rank: int
-    world_size: int
-    computed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    frames: int = 0
-    rows: int = 0
-    seconds: float = 0.0
+    method: str = ""
 
     def __str__(self) -> str:
         fps = self.frames / self.seconds if self.seconds > 0 else float("nan")
@@ -187,7 +179,12 @@ def compute_fusion_cache(
     stream.videos = todo
     summaries = {
         m: FusionRunSummary(
-            cache.directory, split, m, rank, world_size, skipped=[v.name for v in mine if cache.is_done(split, v.name)]
+            cache.directory,
+            split,
+            rank,
+            world_size,
+            skipped=[v.name for v in mine if cache.is_done(split, v.name)],
+            method=m,
         )
         for m, cache in caches.items()
     }
