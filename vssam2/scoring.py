@@ -89,6 +89,7 @@ class Refinement:
         self.rules = list(self.rules)
         if not self.rules:
             raise ValueError("a refinement needs at least one rule")
+        self._by_method: dict[str, list[RefinementRule]] = {}
 
     def rules_for(self, method: str) -> list[RefinementRule]:
         """The rules that refine ``method``, in order.
@@ -96,23 +97,18 @@ class Refinement:
         Raises:
             ValueError: if two of them would give the same row.
         """
-        rules = [rule for rule in self.rules if rule.applies_to(method)]
-        names = [rule.row_name("x") for rule in rules]
-        if len(set(names)) != len(names):
-            raise ValueError(f"refinement rules of {method!r} need distinct names, got {[r.name for r in rules]}")
-        return rules
-
-    def row(self, method: str, rule: RefinementRule | None = None) -> str:
-        """The refined row's name for ``method`` and ``rule`` (default the first rule)."""
-        return (rule or self.rules[0]).row_name(self.name_format.format(method=method))
+        if method not in self._by_method:  # asked for every method of every chunk: decided once
+            rules = [rule for rule in self.rules if rule.applies_to(method)]
+            names = [rule.row_name("x") for rule in rules]
+            if len(set(names)) != len(names):
+                raise ValueError(f"refinement rules of {method!r} need distinct names, got {[r.name for r in rules]}")
+            self._by_method[method] = rules
+        return self._by_method[method]
 
     def rows(self, method: str) -> list[str]:
         """Every refined row of ``method``, in rule order."""
-        return [self.row(method, rule) for rule in self.rules_for(method)]
-
-    def config(self) -> dict[str, Any]:
-        """The rules' parameters (what changes the refined numbers)."""
-        return {"name_format": self.name_format, "rules": [rule.config() for rule in self.rules]}
+        refined = self.name_format.format(method=method)
+        return [rule.row_name(refined) for rule in self.rules_for(method)]
 
     def masklets(self, chunk: Mapping[str, Any]) -> ChunkMasklets:
         """The chunk's masklets: from the source, or the chunk's cached maps and table."""

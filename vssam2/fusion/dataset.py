@@ -28,17 +28,13 @@ def joint_of(arrays: dict[str, np.ndarray]) -> JointHistogram:
     )
 
 
-def class_weights(gt_pixels: torch.Tensor, weighting: GainWeighting) -> torch.Tensor | None:
-    """(C,) weight of a correct pixel of each GT class (None = plain pixels).
+def inverse_frequency_weights(gt_pixels: torch.Tensor) -> torch.Tensor:
+    """(C,) weight of a correct pixel of each GT class: 1/(pixels of the class), normalised so
+    that the average pixel weighs 1.
 
-    ``inverse_frequency`` weighs a pixel of class c by 1/(pixels of c), normalised so that the
-    average pixel weighs 1: mIoU averages classes, so a pixel of class c moves it by about
-    1/(pixels of c) — the first-order weight of a pixel in mIoU.
+    mIoU averages classes, so a pixel of class c moves it by about 1/(pixels of c): this is the
+    first-order weight of a pixel in mIoU (``gain_weighting: inverse_frequency``).
     """
-    if weighting == "pixels":
-        return None
-    if weighting not in GAIN_WEIGHTINGS:
-        raise ValueError(f"gain_weighting must be one of {GAIN_WEIGHTINGS}, got {weighting!r}")
     pixels = gt_pixels.double()
     weight = torch.where(pixels > 0, 1.0 / pixels.clamp(min=1), torch.zeros_like(pixels))
     return weight * pixels.sum() / (weight * pixels).sum().clamp(min=1e-12)
@@ -50,7 +46,7 @@ class FusionRows(Dataset):
     Items are fetched in batches (``__getitems__``, use ``collate_fn=first_item``):
     ``{"features": (B, F) float32, "candidates": (B, k) int64, "gains": (B, 1 + k) float64
     pixel gains (−inf = no such action), "weighted_gains": the same with the split's
-    ``inverse_frequency`` class weights (:func:`class_weights`), "area": (B,) int64}``.
+    ``inverse_frequency`` class weights (:func:`inverse_frequency_weights`), "area": (B,) int64}``.
 
     Args:
         cache: the statistics cache.
@@ -67,7 +63,7 @@ class FusionRows(Dataset):
             gt = arrays["joint_gt"].astype(np.int64)
             valid = gt < num_classes
             gt_pixels += torch.from_numpy(np.bincount(gt[valid], arrays["joint_count"][valid], num_classes)).long()
-        weight = class_weights(gt_pixels, "inverse_frequency")
+        weight = inverse_frequency_weights(gt_pixels)
         features, candidates, gains, weighted, area = [], [], [], [], []
         for arrays in loaded:
             cand = torch.from_numpy(arrays["candidates"].astype(np.int64))

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torchmetrics import MeanMetric
 
 from vssam2.fusion.dataset import GAIN_WEIGHTINGS, GainWeighting, joint_of
 from vssam2.fusion.gains import action_gains, actions_to_paint, decision_confusion
@@ -67,7 +66,7 @@ class FusionModel(PredictionReplay):
         weight_decay: AdamW weight decay.
         gain_weighting: what a correct pixel is worth in the loss: "pixels", or
             "inverse_frequency" (a pixel of class c weighs about what it moves mIoU by;
-            :func:`vssam2.fusion.dataset.class_weights`).
+            :func:`vssam2.fusion.dataset.inverse_frequency_weights`).
         metrics: the metric configuration of every row (its class count is the rule's).
     """
 
@@ -102,11 +101,11 @@ class FusionModel(PredictionReplay):
             vote_prior,
         )
         self.calibration = Calibration()
-        self.train_regret = MeanMetric()
         self.val_iou = torch.nn.ModuleDict(
             {row: SemanticIoU(metrics.num_classes, metrics.ignore_index) for row in ("learned", *VALIDATION_REFERENCES)}
         )
         self._trained_on: dict[str, Any] = {}
+        self._calibration_data: list[dict[str, Any]] | None = None  # read on the first validation
 
     def rule(self) -> LearnedFusion:
         """The learned rule as it stands (shares this module's network)."""
@@ -165,7 +164,6 @@ class FusionModel(PredictionReplay):
         p = torch.softmax(logits, dim=1)
         pixels = batch["area"].double().sum().clamp(min=1)
         loss = (p.double() * regret).sum() / pixels  # expected lost pixels per masklet pixel
-        self.train_regret.update(loss.detach())
         self.log("train/regret", loss.float() * 100, prog_bar=True, batch_size=int(gains.shape[0]))
         return loss.float()
 
@@ -178,7 +176,7 @@ class FusionModel(PredictionReplay):
         if not videos:
             return
         cache, split = datamodule.fusion_cache, datamodule.train_split
-        if not hasattr(self, "_calibration_data"):
+        if self._calibration_data is None:
             self._calibration_data = [cache.read(split, video) for video in videos]
         num_classes, ignore = self.metric_config.num_classes, self.metric_config.ignore_index
         choices = [Calibration(f, m) for f in FALLBACKS for m in CALIBRATION_MARGINS]

@@ -147,7 +147,7 @@ class RefinementRule(abc.ABC):
 
     def row_name(self, refined: str) -> str:
         """The row of this rule's refined map, given the refined row of the majority vote."""
-        return refined if isinstance(self, MajorityVote) and self.name == "vote" else f"{refined} ({self.name})"
+        return refined if type(self) is MajorityVote and self.name == "vote" else f"{refined} ({self.name})"
 
 
 class MajorityVote(RefinementRule):
@@ -254,12 +254,13 @@ class QualityGate(RefinementRule):
         }
 
 
-class ProbabilityVote(RefinementRule):
+class ProbabilityVote(MajorityVote):
     """Each masklet takes the class with the largest summed probability over its pixels.
 
     Where the hard vote counts one vote per pixel for its arg-max class, this counts each
     pixel's probability of each of its top-k classes: an uncertain base pixel weighs less, and
-    a runner-up class that the base is nearly sure of everywhere can win.
+    a runner-up class that the base is nearly sure of everywhere can win. The thresholds are
+    the vote's.
 
     Args:
         min_area: masklets with fewer pixels keep the base prediction.
@@ -269,11 +270,7 @@ class ProbabilityVote(RefinementRule):
     """
 
     def __init__(self, min_area: int = 0, min_share: float = 0.0, name: str = "prob_vote") -> None:
-        if min_area < 0 or not 0.0 <= min_share <= 1.0:
-            raise ValueError(f"need min_area >= 0 and 0 <= min_share <= 1, got {min_area}, {min_share}")
-        self.min_area = int(min_area)
-        self.min_share = float(min_share)
-        self.name = name
+        super().__init__(min_area, min_share, name)
 
     def decide(self, inputs: RuleInputs) -> torch.Tensor:
         soft = inputs.soft_votes(f"ProbabilityVote ({self.name})")  # (rows, C) float64
@@ -283,6 +280,3 @@ class ProbabilityVote(RefinementRule):
         applied = (total > 0) & (area >= self.min_area) & (best >= self.min_share * total)
         applied[0] = False
         return torch.where(applied, winner, -1).to(torch.int16)
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "min_area": self.min_area, "min_share": self.min_share}
