@@ -106,7 +106,7 @@ def fit_and_test(data: VSPWDataModule, model_name: str, epochs: int, out: Path) 
         key: {m: float(rows[row][m]) * 100 for m in ("mIoU", "WIoU", "mBIoU", "mVC8", "mVC16")}
         for key, row in names.items()
     }
-    return {"scores": scores, "upper_mIoU": val.get("val/upper/mIoU"), "fit_seconds": fit_seconds}
+    return {"scores": scores, "upper_mIoU": val.get("val/upper/mIoU"), "fit_seconds": fit_seconds, "val": val}
 
 
 def check(result: dict[str, Any]) -> list[str]:

@@ -87,6 +87,7 @@ def test_fusion_configs_parse(name: str) -> None:
     config = build_parser().parse_args(["--config", str(CONFIGS / "fusion" / name)])
     assert config.data.init_args.masklet_cache and config.splits == ["train", "val"]
     assert set(config.methods) <= set(config.data.init_args.pred_roots)
+    assert config.consistency.window == 8  # the mVC8 the learned rule is guarded on
 
 
 @pytest.mark.parametrize("name", ABLATION)

@@ -26,7 +26,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace  # noqa: E4
 from vssam2.console import quiet_dependency_chatter  # noqa: E402
 from vssam2.datasets import VideoSplits  # noqa: E402
 from vssam2.datasets.streaming import rank_from_env  # noqa: E402
-from vssam2.fusion.compute import FusionRunSummary, compute_fusion_cache  # noqa: E402
+from vssam2.fusion.compute import ConsistencySampling, FusionRunSummary, compute_fusion_cache  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
@@ -47,6 +47,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--fusion_root", type=str, default="cache/fusion", help="Parent folder of statistics caches")
     parser.add_argument("--top_k", type=int, default=3, help="Candidate classes per masklet")
     parser.add_argument("--use_probs", type=bool, default=False, help="Add probability summaries (data.prob_roots)")
+    parser.add_argument(
+        "--consistency",
+        type=ConsistencySampling,
+        default=ConsistencySampling(),
+        help="Window signatures of mVC_n: window, stride (windows), pixel_step (exact with both 1)",
+    )
     parser.add_argument("--progress", type=bool, default=True, help="Show progress bars (rank 0)")
     return parser
 
@@ -68,6 +74,7 @@ def main(args: Sequence[str] | None = None) -> list[FusionRunSummary]:
             fusion_root=init.fusion_root,
             top_k=init.top_k,
             use_probs=init.use_probs,
+            consistency=init.consistency,
             rank=rank,
             world_size=world_size,
             progress=init.progress,

@@ -15,7 +15,9 @@ cache's key, the base method and its folder, the layout, ``clip_len`` and the cl
 Each ``.npz`` holds one row per masklet of each chunk: ``features`` (N, F) float32,
 ``candidates`` (N, k) int16 (−1 = none), ``ids``, ``start`` (the chunk's first frame),
 ``area``; and the joint histogram entries ``joint_row`` (−1 = outside every masklet),
-``joint_base``, ``joint_gt``, ``joint_count``.
+``joint_base``, ``joint_gt``, ``joint_count``; and the window signatures of mVC_n
+(``consistency_window`` n, :mod:`vssam2.fusion.consistency`) ``vc_rows``, ``vc_base``,
+``vc_count``, ``vc_window``, ``vc_stable``, ``vc_fixed``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from vssam2.features.cache import FeatureCache, open_feature_cache
+from vssam2.fusion.consistency import WindowSignatures
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ROW_ARRAYS = ("features", "candidates", "ids", "start", "area")
 JOINT_ARRAYS = ("joint_row", "joint_base", "joint_gt", "joint_count")
+CONSISTENCY_ARRAYS = WindowSignatures.ARRAYS
 
 
 class FusionCache(FeatureCache):
@@ -35,7 +39,7 @@ class FusionCache(FeatureCache):
 
     KIND = "refinement statistics cache"
     BUILD = "python -m vssam2.fusion --config ..."
-    REQUIRED = ROW_ARRAYS + JOINT_ARRAYS
+    REQUIRED = ROW_ARRAYS + JOINT_ARRAYS + CONSISTENCY_ARRAYS
 
     @staticmethod
     def folder_name(config: Mapping[str, Any]) -> str:

@@ -21,7 +21,8 @@ from vssam2.datasets.streaming import rank_from_env
 from vssam2.errors import DataError
 from vssam2.features.compute import FeatureRunSummary
 from vssam2.fusion.cache import FORMAT_VERSION, FusionCache
-from vssam2.fusion.gains import joint_histogram
+from vssam2.fusion.consistency import SignatureBuilder
+from vssam2.fusion.gains import joint_histogram, masklet_rows
 from vssam2.fusion.rules import RuleInputs
 from vssam2.fusion.statistics import MaskletStatistics, StatisticsConfig, masklet_statistics
 from vssam2.labels import IGNORE_INDEX
@@ -29,7 +30,32 @@ from vssam2.masklets.base import MaskletTable
 from vssam2.refine import count_votes
 
 
-def fusion_cache_config(data: Any, method: str, statistics: StatisticsConfig) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class ConsistencySampling:
+    """Which windows and pixels the cache's window signatures keep (:mod:`vssam2.fusion.consistency`).
+
+    Attributes:
+        window: n of the mVC_n kept (8: mVC8, the paper's first).
+        stride: every stride-th window (1 = all).
+        pixel_step: every pixel_step-th row and column (1 = all; with both 1 the mVC_n of
+            any decision is exact, otherwise an estimate on the sample).
+    """
+
+    window: int = 8
+    stride: int = 1
+    pixel_step: int = 1
+
+    def to_dict(self) -> dict[str, int]:
+        return {"window": self.window, "stride": self.stride, "pixel_step": self.pixel_step}
+
+    def builder(self) -> SignatureBuilder:
+        return SignatureBuilder(self.window, self.stride, self.pixel_step)
+
+
+def fusion_cache_config(
+    data: Any, method: str, statistics: StatisticsConfig, consistency: ConsistencySampling | None = None
+) -> dict[str, Any]:
     """What determines a statistics cache (hashed into its folder's key)."""
     if data.masklet_cache is None:
         raise ValueError("the statistics cache describes cached masklets: give the data module a masklet_cache")
@@ -47,6 +73,7 @@ def fusion_cache_config(data: Any, method: str, statistics: StatisticsConfig) ->
         "layout": data.layout.name,
         "clip_len": int(data.clip_len),
         "num_classes": int(data.num_classes),
+        "consistency": (consistency or ConsistencySampling()).to_dict(),
     }
     if statistics.use_probs:
         prob_roots = getattr(data, "prob_roots", None) or {}
@@ -62,10 +89,11 @@ def fusion_cache_config(data: Any, method: str, statistics: StatisticsConfig) ->
 class VideoStatistics:
     """One video's cache arrays for one base method, built chunk by chunk."""
 
-    def __init__(self, statistics: StatisticsConfig) -> None:
+    def __init__(self, statistics: StatisticsConfig, consistency: ConsistencySampling | None = None) -> None:
         self.statistics = statistics
         self.parts: list[dict[str, np.ndarray]] = []
         self.rows = 0
+        self.signatures = (consistency or ConsistencySampling()).builder()
 
     def add(
         self,
@@ -88,6 +116,8 @@ class VideoStatistics:
         stats = masklet_statistics(counts, config, int(base.shape[0]), start, table, soft)
         joint = joint_histogram(segments, base, gt, stats.ids)
         offset = np.where(joint.row.numpy() >= 0, self.rows, 0)
+        rows = masklet_rows(segments, stats.ids)
+        self.signatures.add(torch.where(rows >= 0, rows + self.rows, rows), base, gt)
         self.parts.append(
             {
                 "features": stats.features.numpy().astype(np.float32),
@@ -118,7 +148,8 @@ class VideoStatistics:
             "joint_gt": np.zeros(0, np.uint8),
             "joint_count": np.zeros(0, np.int64),
         }
-        return {name: np.concatenate([p[name] for p in self.parts]) if self.parts else e for name, e in empty.items()}
+        arrays = {name: np.concatenate([p[name] for p in self.parts]) if self.parts else e for name, e in empty.items()}
+        return arrays | self.signatures.result().to_arrays()
 
 
 @dataclass
@@ -143,6 +174,7 @@ def compute_fusion_cache(
     fusion_root: str | Path = "cache/fusion",
     top_k: int = 3,
     use_probs: bool = False,
+    consistency: ConsistencySampling | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
@@ -159,6 +191,7 @@ def compute_fusion_cache(
         fusion_root: parent folder of statistics caches.
         top_k: candidate classes per masklet.
         use_probs: add the probability summaries (needs the methods' probability folders).
+        consistency: the window signatures' window and sampling (default: mVC8, exact).
         rank: this process's rank (default ``$RANK`` or 0).
         world_size: number of processes (default ``$WORLD_SIZE`` or 1).
         progress: tqdm bar on rank 0.
@@ -169,7 +202,10 @@ def compute_fusion_cache(
     if not methods:
         raise ValueError("no base method given: name the prediction folders to describe (--methods)")
     statistics = StatisticsConfig(int(data.num_classes), top_k, use_probs)
-    caches = {m: FusionCache.create(fusion_root, fusion_cache_config(data, m, statistics)) for m in methods}
+    caches = {
+        m: FusionCache.create(fusion_root, fusion_cache_config(data, m, statistics, consistency))
+        for m in methods
+    }
     stream = data.eval_dataset(split, rank, world_size)  # this rank's share, with masklets and probabilities
     stream.load_frames = False  # statistics need labels only
     mine = list(stream.videos)
@@ -204,7 +240,11 @@ def compute_fusion_cache(
                 video = chunk["video"]
                 if chunk["start"] == 0:
                     table = masklets.read_table(video)
-                    builders = {m: VideoStatistics(statistics) for m in methods if not caches[m].is_done(split, video)}
+                    builders = {
+                        m: VideoStatistics(statistics, consistency)
+                        for m in methods
+                        if not caches[m].is_done(split, video)
+                    }
                 for method, builder in builders.items():
                     if method not in chunk["preds"]:
                         raise KeyError(f"chunk of video {video!r} has no predictions of {method!r}")

@@ -12,7 +12,9 @@ from torch.utils.data import Dataset
 
 from vssam2.features.dataset import CachedVideoMasklets
 from vssam2.fusion.cache import FusionCache
+from vssam2.fusion.consistency import WindowSignatures, consistency_gains
 from vssam2.fusion.gains import JointHistogram, action_gains
+from vssam2.metrics.config import VCWindows
 
 GainWeighting = Literal["pixels", "inverse_frequency"]
 GAIN_WEIGHTINGS: tuple[str, ...] = ("pixels", "inverse_frequency")
@@ -40,21 +42,39 @@ def inverse_frequency_weights(gt_pixels: torch.Tensor) -> torch.Tensor:
     return weight * pixels.sum() / (weight * pixels).sum().clamp(min=1e-12)
 
 
+def _scored_windows(signatures: WindowSignatures, windows: VCWindows) -> np.ndarray:
+    """(W,) bool: the windows mVC_n scores (GT-stable pixels, and not the last under "scripts")."""
+    scored = signatures.stable > 0
+    if windows == "scripts":
+        scored[[int(i) for i in signatures.last if i >= 0]] = False
+    return scored
+
+
 class FusionRows(Dataset):
     """Every masklet row of a split that has a candidate, with the gain of every action.
 
     Items are fetched in batches (``__getitems__``, use ``collate_fn=first_item``):
     ``{"features": (B, F) float32, "candidates": (B, k) int64, "gains": (B, 1 + k) float64
     pixel gains (−inf = no such action), "weighted_gains": the same with the split's
-    ``inverse_frequency`` class weights (:func:`inverse_frequency_weights`), "area": (B,) int64}``.
+    ``inverse_frequency`` class weights (:func:`inverse_frequency_weights`),
+    "consistency_gains": (B, 1 + k) float64 first-order gain in mVC_n of every action
+    (:func:`~vssam2.fusion.consistency.consistency_gains`) in the units of the weighted gains,
+    "area": (B,) int64}``.
+
+    A stable pixel of window w weighs P / (N · |GT-stable of w|) (P the split's valid pixels, N
+    its scored windows): one point of mVC_n then weighs about what one point of mIoU weighs in
+    the ``inverse_frequency`` gains (P/100 of either).
 
     Args:
         cache: the statistics cache.
         split: split to read.
         videos: videos of the split (all must be in the cache).
+        windows: the mVC_n window convention ("scripts" does not score a video's last window).
     """
 
-    def __init__(self, cache: FusionCache, split: str, videos: Sequence[str]) -> None:
+    def __init__(
+        self, cache: FusionCache, split: str, videos: Sequence[str], windows: VCWindows = "scripts"
+    ) -> None:
         cache.check_split(split, list(videos))
         num_classes = int(cache.config["num_classes"])
         loaded = [cache.read(split, video) for video in videos]
@@ -64,8 +84,12 @@ class FusionRows(Dataset):
             valid = gt < num_classes
             gt_pixels += torch.from_numpy(np.bincount(gt[valid], arrays["joint_count"][valid], num_classes)).long()
         weight = inverse_frequency_weights(gt_pixels)
-        features, candidates, gains, weighted, area = [], [], [], [], []
-        for arrays in loaded:
+        signatures = [WindowSignatures.from_arrays(arrays) for arrays in loaded]
+        scored = [_scored_windows(sig, windows) for sig in signatures]
+        num_windows = sum(int(s.sum()) for s in scored)
+        pixel_scale = float(gt_pixels.sum()) / max(num_windows, 1)
+        features, candidates, gains, weighted, steady, area = [], [], [], [], [], []
+        for arrays, sig, scoring in zip(loaded, signatures, scored):
             cand = torch.from_numpy(arrays["candidates"].astype(np.int64))
             joint = joint_of(arrays)
             keep = cand[:, 0] >= 0  # a masklet without votes has one action: keep
@@ -73,11 +97,14 @@ class FusionRows(Dataset):
             candidates.append(cand[keep])
             gains.append(action_gains(joint, cand, num_classes)[keep])
             weighted.append(action_gains(joint, cand, num_classes, weight)[keep])
+            window_weight = np.where(scoring, pixel_scale / np.maximum(sig.stable, 1), 0.0)
+            steady.append(consistency_gains(sig, cand, window_weight)[keep])
             area.append(torch.from_numpy(arrays["area"])[keep])
         self.features = torch.cat(features)  # (N, F) float32
         self.candidates = torch.cat(candidates)  # (N, k) int64
         self.gains = torch.cat(gains)  # (N, 1 + k) float64
         self.weighted_gains = torch.cat(weighted)  # (N, 1 + k) float64
+        self.consistency_gains = torch.cat(steady)  # (N, 1 + k) float64
         self.area = torch.cat(area)  # (N,) int64
         if self.features.shape[0] == 0:
             raise ValueError(f"statistics cache {cache.directory}: split {split!r} has no masklet with a candidate")
@@ -93,6 +120,7 @@ class FusionRows(Dataset):
                 "candidates": self.candidates[index],
                 "gains": self.gains[index],
                 "weighted_gains": self.weighted_gains[index],
+                "consistency_gains": self.consistency_gains[index],
                 "area": self.area[index],
             }
         ]
@@ -105,7 +133,8 @@ class FusionVideos(CachedVideoMasklets):
     """One item per video of one rank's share of a split (sharded like evaluation).
 
     Items: ``{"video": str, "features": (N, F) float32, "candidates": (N, k) int64,
-    "joint_row", "joint_base", "joint_gt", "joint_count": (M,) int64}``.
+    "joint_row", "joint_base", "joint_gt", "joint_count": (M,) int64}`` and the window
+    signatures (``vc_*`` arrays as tensors, :class:`~vssam2.fusion.consistency.WindowSignatures`).
 
     Args:
         cache: the statistics cache.
@@ -125,4 +154,4 @@ class FusionVideos(CachedVideoMasklets):
             "joint_base": joint.base,
             "joint_gt": joint.gt,
             "joint_count": joint.count,
-        }
+        } | {name: torch.from_numpy(np.asarray(arrays[name])) for name in WindowSignatures.ARRAYS}

@@ -56,6 +56,15 @@ def joint_histogram(segments: torch.Tensor, base: torch.Tensor, gt: torch.Tensor
     return JointHistogram(row, (values >> 8) & 255, values & 255, counts)
 
 
+def masklet_rows(segments: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(T, H, W) int64 row of each pixel's masklet in ``ids`` (increasing), −1 = none."""
+    seg = segments.long().cpu()
+    if not ids.numel():
+        return torch.full_like(seg, -1)
+    at = torch.searchsorted(ids, seg).clamp(max=ids.shape[0] - 1)
+    return torch.where((seg > 0) & (ids[at] == seg), at, torch.full_like(at, -1))
+
+
 def action_gains(
     joint: JointHistogram,
     candidates: torch.Tensor,

@@ -7,9 +7,15 @@ the network is pushed towards the action that gains most pixels, and pays in pro
 what a wrong action costs (a 10-pixel mistake matters less than a 10 000-pixel one).
 
 Validation is exact and needs no pixel maps: each video's decisions become a confusion
-matrix through the joint histograms (:func:`vssam2.fusion.gains.decision_confusion`), for the
-learned rule and, as references, for the base prediction, the majority vote and the
-per-masklet best action (the upper bound of any rule over these candidates).
+matrix through the joint histograms (:func:`vssam2.fusion.gains.decision_confusion`) and
+window scores through the window signatures (:func:`vssam2.fusion.consistency.window_scores`,
+mVC_n of the cache's window), for the learned rule and, as references, for the base
+prediction, the majority vote and the per-masklet best action (the upper bound of any rule
+over these candidates, on mIoU).
+
+Calibration (on held-out training videos) picks the fallback and margin that give the best
+mIoU among those that keep mVC_n at least at the base's: the network is trained on pixel
+gains, which cannot see temporal consistency, so the held-out videos guard it.
 
 Testing streams the test split's clips with the masklet cache and scores the base
 prediction, the vote and the learned rule through the one refine-and-score path (Table 1
@@ -21,8 +27,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from torchmetrics import MeanMetric
 
+from vssam2.fusion.consistency import WindowSignatures, window_scores
 from vssam2.fusion.dataset import GAIN_WEIGHTINGS, GainWeighting, joint_of
 from vssam2.fusion.gains import action_gains, actions_to_paint, decision_confusion
 from vssam2.fusion.learned import (
@@ -45,8 +54,17 @@ from vssam2.scoring import Refinement
 
 #: mIoU points an override must gain over the pure fallback on the calibration videos.
 CALIBRATION_MIN_GAIN: float = 0.1
+#: mVC_n points a calibration may lose against the base on the calibration videos.
+CALIBRATION_VC_TOLERANCE: float = 0.0
 #: Reference rows of the exact validation, besides the learned rule itself.
 VALIDATION_REFERENCES: tuple[str, ...] = ("base", "vote", "upper")
+
+
+def _pooled(window_lists: list[np.ndarray]) -> float:
+    """mVC_n in points: the mean of every window score of every video (NaN windows skipped)."""
+    scores = np.concatenate(window_lists) if window_lists else np.zeros(0)
+    scores = scores[~np.isnan(scores)]
+    return float(scores.mean()) * 100 if scores.size else float("nan")
 
 
 class FusionModel(PredictionReplay):
@@ -67,6 +85,8 @@ class FusionModel(PredictionReplay):
         gain_weighting: what a correct pixel is worth in the loss: "pixels", or
             "inverse_frequency" (a pixel of class c weighs about what it moves mIoU by;
             :func:`vssam2.fusion.dataset.inverse_frequency_weights`).
+        consistency_weight: weight of the first-order mVC_n gains in the loss (1 ≈ a point of
+            mVC_n worth a point of mIoU; 0 = pixel gains only).
         metrics: the metric configuration of every row (its class count is the rule's).
     """
 
@@ -84,10 +104,13 @@ class FusionModel(PredictionReplay):
         lr: float = 3e-3,
         weight_decay: float = 1e-2,
         gain_weighting: GainWeighting = "inverse_frequency",
+        consistency_weight: float = 1.0,
         metrics: MetricConfig = MetricConfig(),
     ) -> None:
         super().__init__([base_method], metrics)
         self.save_hyperparameters()
+        if consistency_weight < 0:
+            raise ValueError(f"consistency_weight must be ≥ 0, got {consistency_weight}")
         if gain_weighting not in GAIN_WEIGHTINGS:
             raise ValueError(f"gain_weighting must be one of {GAIN_WEIGHTINGS}, got {gain_weighting!r}")
         self.statistics = StatisticsConfig(metrics.num_classes, top_k, use_probs)
@@ -101,9 +124,10 @@ class FusionModel(PredictionReplay):
             vote_prior,
         )
         self.calibration = Calibration()
-        self.val_iou = torch.nn.ModuleDict(
-            {row: SemanticIoU(metrics.num_classes, metrics.ignore_index) for row in ("learned", *VALIDATION_REFERENCES)}
-        )
+        rows = ("learned", *VALIDATION_REFERENCES)
+        self.val_iou = torch.nn.ModuleDict({row: SemanticIoU(metrics.num_classes, metrics.ignore_index) for row in rows})
+        self.val_vc = torch.nn.ModuleDict({row: MeanMetric() for row in rows})  # pooled window scores
+        self._vc_window: int | None = None  # the cache's consistency window
         self._trained_on: dict[str, Any] = {}
         self._calibration_data: list[dict[str, Any]] | None = None  # read on the first validation
 
@@ -138,6 +162,7 @@ class FusionModel(PredictionReplay):
                 "clip_len": cache.config["clip_len"],
                 "statistics_cache": cache.directory.name,
             }
+            self._vc_window = int(cache.config["consistency"]["window"])
         if stage == "test" and self.refinement is None:
             self.refinement = Refinement(rules=[MajorityVote(), self.rule()], name_format=self.hparams.name_format)
         super().setup(stage)
@@ -159,6 +184,8 @@ class FusionModel(PredictionReplay):
         logits = self.net(batch["features"], batch["candidates"])  # (B, 1 + k)
         key = "gains" if self.hparams.gain_weighting == "pixels" else "weighted_gains"
         gains = batch[key].to(logits.device)  # (B, 1 + k) float64, −inf = no action
+        if self.hparams.consistency_weight:
+            gains = gains + self.hparams.consistency_weight * batch["consistency_gains"].to(logits.device)
         valid = torch.isfinite(gains)
         regret = (gains.max(dim=1, keepdim=True).values - gains).masked_fill(~valid, 0.0)  # (B, 1 + k) ≥ 0
         p = torch.softmax(logits, dim=1)
@@ -179,31 +206,50 @@ class FusionModel(PredictionReplay):
         if self._calibration_data is None:
             self._calibration_data = [cache.read(split, video) for video in videos]
         num_classes, ignore = self.metric_config.num_classes, self.metric_config.ignore_index
+        windows = self.metric_config.vc_windows
         choices = [Calibration(f, m) for f in FALLBACKS for m in CALIBRATION_MARGINS]
         confusion = [torch.zeros(num_classes, num_classes + 1, dtype=torch.int64) for _ in choices]
+        window_lists: list[list[np.ndarray]] = [[] for _ in choices]
+        base_windows: list[np.ndarray] = []
         was_training = self.net.training
         self.net.eval()
         with torch.no_grad():
             for arrays in self._calibration_data:
                 joint = joint_of(arrays)
+                signatures = WindowSignatures.from_arrays(arrays)
                 candidates = torch.from_numpy(arrays["candidates"].astype("int64"))
                 logits = self.net(torch.from_numpy(arrays["features"]).to(self.device), candidates.to(self.device))
+                base_windows.append(window_scores(signatures, torch.full((len(candidates),), -1), windows))
                 for k, choice in enumerate(choices):
                     paint = actions_to_paint(calibrated_actions(logits.cpu(), candidates, choice), candidates)
                     confusion[k] += decision_confusion(joint, paint, num_classes, ignore)
+                    window_lists[k].append(window_scores(signatures, paint, windows))
         self.net.train(was_training)
         scores = [float(iou_from_confusion(c).nanmean()) * 100 for c in confusion]
-        # The better pure fallback (margin inf), unless an override beats it on the held-out
-        # videos by at least CALIBRATION_MIN_GAIN points: a gain within the noise of a few
-        # videos does not justify leaving the rule the rest of the table is compared with.
-        pure = [k for k, choice in enumerate(choices) if choice.margin == float("inf")]
+        consistency = [_pooled(w) for w in window_lists]
+        base_vc = _pooled(base_windows)
+        # Only choices that keep mVC_n at the base's on the held-out videos (the pixel gains the
+        # network learns from cannot see flicker); the base itself always qualifies. Among
+        # them, the better pure fallback (margin inf), unless an override beats it by at least
+        # CALIBRATION_MIN_GAIN points: a gain within the noise of a few videos does not justify
+        # leaving the rule the rest of the table is compared with.
+        allowed = [
+            k
+            for k, choice in enumerate(choices)
+            if not consistency[k] < base_vc - CALIBRATION_VC_TOLERANCE
+            or (choice.fallback == "base" and choice.margin == float("inf"))
+        ]
+        pure = [k for k in allowed if choices[k].margin == float("inf")]
         best = max(pure, key=lambda k: scores[k])
-        overrides = [k for k in range(len(choices)) if k not in pure]
-        challenger = max(overrides, key=lambda k: (scores[k], choices[k].margin))
-        if scores[challenger] >= scores[best] + CALIBRATION_MIN_GAIN:
-            best = challenger
+        overrides = [k for k in allowed if k not in pure]
+        if overrides:
+            challenger = max(overrides, key=lambda k: (scores[k], choices[k].margin))
+            if scores[challenger] >= scores[best] + CALIBRATION_MIN_GAIN:
+                best = challenger
         self.calibration = choices[best]
         self.log("val/calibration/mIoU", scores[best])
+        self.log(f"val/calibration/mVC{self._vc_window}", consistency[best])
+        self.log(f"val/calibration/base_mVC{self._vc_window}", base_vc)
         margin = choices[best].margin
         self.log("val/calibration/margin", margin if margin != float("inf") else -1.0)
         self.log("val/calibration/fallback_vote", float(choices[best].fallback == "vote"))
@@ -228,9 +274,13 @@ class FusionModel(PredictionReplay):
             }
         else:
             decisions = {row: torch.zeros(0, dtype=torch.int64) for row in self.val_iou}
+        signatures = WindowSignatures.from_arrays({k: batch[k].numpy() for k in WindowSignatures.ARRAYS})
         for row, actions in decisions.items():
             paint = actions_to_paint(actions, candidates)
             self.val_iou[row].update(confmat=decision_confusion(joint, paint, num_classes, ignore).to(self.device))
+            scores = window_scores(signatures, paint, self.metric_config.vc_windows)
+            scores = scores[~np.isnan(scores)]  # updated even when empty: every rank then syncs
+            self.val_vc[row].update(torch.from_numpy(scores).float().to(self.device))
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_iou["learned"].update_count:
@@ -242,6 +292,9 @@ class FusionModel(PredictionReplay):
             self.log(f"{prefix}/mIoU", scores["mIoU"].float() * 100, prog_bar=row == "learned")
             self.log(f"{prefix}/WIoU", scores["WIoU"].float() * 100)
             metric.reset()
+            if self.val_vc[row].update_count:
+                self.log(f"{prefix}/mVC{self._vc_window}", self.val_vc[row].compute() * 100)
+            self.val_vc[row].reset()
         self.report = None
 
     # ---------------------------------------------------------------- optimisation
