@@ -10,7 +10,8 @@ frames it is tracked in. Every source streams a video chunk by chunk, in frame o
     table = source.end_video()                 # one row per masklet id
 
 The score table travels beside the maps (and into the cache): id, predicted IoU, stability
-score, area (pixels over all frames), first and last frame.
+score, area (pixels over all frames), first and last frame, and the class label of the text
+prompt that found the masklet (−1 for class-agnostic sources: all but SAM 3).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-TABLE_COLUMNS: tuple[str, ...] = ("id", "predicted_iou", "stability", "area", "first_frame", "last_frame")
+TABLE_COLUMNS: tuple[str, ...] = ("id", "predicted_iou", "stability", "area", "first_frame", "last_frame", "label")
+#: Class label of a masklet no text prompt produced (every class-agnostic source).
+NO_LABEL: int = -1
+#: Columns added after masklet caches were first written, with the value a table that lacks them
+#: (an older ``masklets.json``) gets in every row.
+OPTIONAL_COLUMNS: dict[str, int] = {"label": NO_LABEL}
 
 
 @dataclass
@@ -31,7 +37,9 @@ class MaskletTable:
     """Per-masklet scores of one video; every column is a 1-D numpy array of the same length.
 
     ``predicted_iou`` and ``stability`` are NaN for sources that have no such score
-    (superpixels, oracle).
+    (superpixels, oracle). ``label`` is the class id of the text prompt that produced the
+    masklet (SAM 3), :data:`NO_LABEL` (−1) for class-agnostic sources; left out (None), every
+    row gets −1, so tables built column by column without it stay valid.
     """
 
     id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -40,6 +48,15 @@ class MaskletTable:
     area: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     first_frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     last_frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    label: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is None:
+            self.label = np.full(len(self.id), NO_LABEL, np.int64)
+        else:
+            self.label = np.asarray(self.label, dtype=np.int64)
+            if self.label.shape != (len(self.id),):
+                raise ValueError(f"masklet table: label column of shape {self.label.shape} for {len(self.id)} masklets")
 
     def __len__(self) -> int:
         return len(self.id)
@@ -54,16 +71,29 @@ class MaskletTable:
 
     @classmethod
     def from_json(cls, text: str) -> MaskletTable:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json`; also reads tables written before a column of
+        :data:`OPTIONAL_COLUMNS` existed (that column gets its default in every row).
+
+        Raises:
+            ValueError: on a missing required column or columns of different lengths.
+        """
         data = json.loads(text)
-        missing = [name for name in TABLE_COLUMNS if name not in data]
+        if not isinstance(data, dict):
+            raise ValueError(f"masklet table is a JSON {type(data).__name__}, not an object of columns")
+        missing = [name for name in TABLE_COLUMNS if name not in data and name not in OPTIONAL_COLUMNS]
         if missing:
             raise ValueError(f"masklet table lacks columns {missing}")
+        lengths = {name: len(data[name]) for name in TABLE_COLUMNS if name in data}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"masklet table columns differ in length: {lengths}")
+        rows = lengths["id"]
         floats = {"predicted_iou", "stability"}
         return cls(
             **{
                 name: np.array(
-                    [np.nan if v is None else v for v in data[name]],
+                    [np.nan if v is None else v for v in data[name]]
+                    if name in data
+                    else [OPTIONAL_COLUMNS[name]] * rows,
                     dtype=np.float64 if name in floats else np.int64,
                 )
                 for name in TABLE_COLUMNS
@@ -86,6 +116,7 @@ class MaskletTracker:
         self._last = np.full(1, -1, np.int64)
         self._iou = np.full(1, np.nan)
         self._stability = np.full(1, np.nan)
+        self._label = np.full(1, NO_LABEL, np.int64)
 
     def _grow(self, max_id: int) -> None:
         size = len(self._area)
@@ -97,12 +128,27 @@ class MaskletTracker:
         self._last = np.concatenate([self._last, np.full(extra, -1, np.int64)])
         self._iou = np.concatenate([self._iou, np.full(extra, np.nan)])
         self._stability = np.concatenate([self._stability, np.full(extra, np.nan)])
+        self._label = np.concatenate([self._label, np.full(extra, NO_LABEL, np.int64)])
 
-    def set_scores(self, masklet_id: int, predicted_iou: float = float("nan"), stability: float = float("nan")) -> None:
-        """Records the scores of a masklet (the proposal's predicted IoU and stability)."""
+    def set_scores(
+        self,
+        masklet_id: int,
+        predicted_iou: float = float("nan"),
+        stability: float = float("nan"),
+        label: int = NO_LABEL,
+    ) -> None:
+        """Records the scores of a masklet (replacing any recorded before).
+
+        Args:
+            masklet_id: the masklet's id in the segment maps (> 0).
+            predicted_iou: the proposal's predicted IoU (NaN: none).
+            stability: the proposal's stability score (NaN: none).
+            label: class id of the text prompt that produced the masklet (−1: class-agnostic).
+        """
         self._grow(int(masklet_id))
         self._iou[masklet_id] = predicted_iou
         self._stability[masklet_id] = stability
+        self._label[masklet_id] = label
 
     def observe(self, segments: torch.Tensor, start: int) -> None:
         """Adds a chunk's (T, H, W) segment map whose first frame is video frame ``start``."""
@@ -131,6 +177,7 @@ class MaskletTracker:
             area=self._area[ids].copy(),
             first_frame=self._first[ids].copy(),
             last_frame=self._last[ids].copy(),
+            label=self._label[ids].copy(),
         )
 
 
