@@ -52,10 +52,6 @@ from vssam2.metrics.functional import iou_from_confusion
 from vssam2.replay import PredictionReplay
 from vssam2.scoring import Refinement
 
-#: mIoU points an override must gain over the pure fallback on the calibration videos.
-CALIBRATION_MIN_GAIN: float = 0.1
-#: mVC_n points a calibration may lose against the base on the calibration videos.
-CALIBRATION_VC_TOLERANCE: float = 0.0
 #: Reference rows of the exact validation, besides the learned rule itself.
 VALIDATION_REFERENCES: tuple[str, ...] = ("base", "vote", "upper")
 
@@ -87,6 +83,11 @@ class FusionModel(PredictionReplay):
             :func:`vssam2.fusion.dataset.inverse_frequency_weights`).
         consistency_weight: weight of the first-order mVC_n gains in the loss (1 ≈ a point of
             mVC_n worth a point of mIoU; 0 = pixel gains only).
+        calibration_min_gain: mIoU points an override must gain over the better pure fallback
+            on the calibration videos (a smaller gain on a few videos is noise: the rule then
+            stays the fallback the rest of the table is compared with).
+        calibration_vc_tolerance: mVC_n points a calibration may lose against the base on the
+            calibration videos.
         metrics: the metric configuration of every row (its class count is the rule's).
     """
 
@@ -105,6 +106,8 @@ class FusionModel(PredictionReplay):
         weight_decay: float = 1e-2,
         gain_weighting: GainWeighting = "inverse_frequency",
         consistency_weight: float = 1.0,
+        calibration_min_gain: float = 0.5,
+        calibration_vc_tolerance: float = 0.0,
         metrics: MetricConfig = MetricConfig(),
     ) -> None:
         super().__init__([base_method], metrics)
@@ -231,12 +234,12 @@ class FusionModel(PredictionReplay):
         # Only choices that keep mVC_n at the base's on the held-out videos (the pixel gains the
         # network learns from cannot see flicker); the base itself always qualifies. Among
         # them, the better pure fallback (margin inf), unless an override beats it by at least
-        # CALIBRATION_MIN_GAIN points: a gain within the noise of a few videos does not justify
+        # calibration_min_gain points: a gain within the noise of a few videos does not justify
         # leaving the rule the rest of the table is compared with.
         allowed = [
             k
             for k, choice in enumerate(choices)
-            if not consistency[k] < base_vc - CALIBRATION_VC_TOLERANCE
+            if not consistency[k] < base_vc - self.hparams.calibration_vc_tolerance
             or (choice.fallback == "base" and choice.margin == float("inf"))
         ]
         pure = [k for k in allowed if choices[k].margin == float("inf")]
@@ -244,7 +247,7 @@ class FusionModel(PredictionReplay):
         overrides = [k for k in allowed if k not in pure]
         if overrides:
             challenger = max(overrides, key=lambda k: (scores[k], choices[k].margin))
-            if scores[challenger] >= scores[best] + CALIBRATION_MIN_GAIN:
+            if scores[challenger] >= scores[best] + self.hparams.calibration_min_gain:
                 best = challenger
         self.calibration = choices[best]
         self.log("val/calibration/mIoU", scores[best])
