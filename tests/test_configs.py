@@ -52,7 +52,7 @@ ABLATION = [
 # Refinement statistics caches (python -m vssam2.fusion).
 FUSION = ["superpixel_synthetic.yaml", "sam2_vspw.yaml"]
 # train/ and features/ configs are parsed in tests/test_classifier.py and tests/test_fusion_train.py.
-COVERED_ELSEWHERE = {"train", "features"}
+COVERED_ELSEWHERE = {"train", "features", "prompts"}  # prompts/: tests/test_sam3_prompts.py
 
 
 def test_every_config_file_is_covered():
