@@ -30,7 +30,6 @@ from vssam2.masklets.base import MaskletTable
 from vssam2.refine import count_votes
 
 
-
 @dataclass(frozen=True)
 class ConsistencySampling:
     """Which windows and pixels the cache's window signatures keep (:mod:`vssam2.fusion.consistency`).
@@ -203,8 +202,7 @@ def compute_fusion_cache(
         raise ValueError("no base method given: name the prediction folders to describe (--methods)")
     statistics = StatisticsConfig(int(data.num_classes), top_k, use_probs)
     caches = {
-        m: FusionCache.create(fusion_root, fusion_cache_config(data, m, statistics, consistency))
-        for m in methods
+        m: FusionCache.create(fusion_root, fusion_cache_config(data, m, statistics, consistency)) for m in methods
     }
     stream = data.eval_dataset(split, rank, world_size)  # this rank's share, with masklets and probabilities
     stream.load_frames = False  # statistics need labels only

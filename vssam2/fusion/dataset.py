@@ -72,9 +72,7 @@ class FusionRows(Dataset):
         windows: the mVC_n window convention ("scripts" does not score a video's last window).
     """
 
-    def __init__(
-        self, cache: FusionCache, split: str, videos: Sequence[str], windows: VCWindows = "scripts"
-    ) -> None:
+    def __init__(self, cache: FusionCache, split: str, videos: Sequence[str], windows: VCWindows = "scripts") -> None:
         cache.check_split(split, list(videos))
         num_classes = int(cache.config["num_classes"])
         loaded = [cache.read(split, video) for video in videos]

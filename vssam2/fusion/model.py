@@ -82,12 +82,15 @@ class FusionModel(PredictionReplay):
             "inverse_frequency" (a pixel of class c weighs about what it moves mIoU by;
             :func:`vssam2.fusion.dataset.inverse_frequency_weights`).
         consistency_weight: weight of the first-order mVC_n gains in the loss (1 ≈ a point of
-            mVC_n worth a point of mIoU; 0 = pixel gains only).
+            mVC_n worth a point of mIoU; 0 = pixel gains only; 0.5 by default: enough to keep mVC8 where
+            pixel gains alone lose it, without overriding the vote for steadiness that costs mIoU).
         calibration_min_gain: mIoU points an override must gain over the better pure fallback
             on the calibration videos (a smaller gain on a few videos is noise: the rule then
             stays the fallback the rest of the table is compared with).
         calibration_vc_tolerance: mVC_n points a calibration may lose against the base on the
             calibration videos.
+        calibration_vote_preference: mIoU points by which keeping the base must beat the vote
+            on the calibration videos to become the fallback (ties go to the vote).
         metrics: the metric configuration of every row (its class count is the rule's).
     """
 
@@ -105,9 +108,10 @@ class FusionModel(PredictionReplay):
         lr: float = 3e-3,
         weight_decay: float = 1e-2,
         gain_weighting: GainWeighting = "inverse_frequency",
-        consistency_weight: float = 1.0,
+        consistency_weight: float = 0.5,
         calibration_min_gain: float = 0.5,
         calibration_vc_tolerance: float = 0.0,
+        calibration_vote_preference: float = 0.1,
         metrics: MetricConfig = MetricConfig(),
     ) -> None:
         super().__init__([base_method], metrics)
@@ -128,7 +132,9 @@ class FusionModel(PredictionReplay):
         )
         self.calibration = Calibration()
         rows = ("learned", *VALIDATION_REFERENCES)
-        self.val_iou = torch.nn.ModuleDict({row: SemanticIoU(metrics.num_classes, metrics.ignore_index) for row in rows})
+        self.val_iou = torch.nn.ModuleDict(
+            {row: SemanticIoU(metrics.num_classes, metrics.ignore_index) for row in rows}
+        )
         self.val_vc = torch.nn.ModuleDict({row: MeanMetric() for row in rows})  # pooled window scores
         self._vc_window: int | None = None  # the cache's consistency window
         self._trained_on: dict[str, Any] = {}
@@ -233,24 +239,31 @@ class FusionModel(PredictionReplay):
         base_vc = _pooled(base_windows)
         # Only choices that keep mVC_n at the base's on the held-out videos (the pixel gains the
         # network learns from cannot see flicker); the base itself always qualifies. Among
-        # them, the better pure fallback (margin inf), unless an override beats it by at least
-        # calibration_min_gain points: a gain within the noise of a few videos does not justify
-        # leaving the rule the rest of the table is compared with.
+        # them the pure fallback (margin inf) first; then an override of THAT fallback replaces
+        # it only if it gains at least calibration_min_gain points: a gain within the noise of
+        # a few videos does not justify leaving the rule the rest of the table is compared with.
         allowed = [
             k
             for k, choice in enumerate(choices)
             if not consistency[k] < base_vc - self.hparams.calibration_vc_tolerance
             or (choice.fallback == "base" and choice.margin == float("inf"))
         ]
-        pure = [k for k in allowed if choices[k].margin == float("inf")]
-        best = max(pure, key=lambda k: scores[k])
-        overrides = [k for k in allowed if k not in pure]
+        pure = {choices[k].fallback: k for k in allowed if choices[k].margin == float("inf")}
+        best = pure["base"]
+        # Ties go to the vote, the paper's rule (its mBIoU, which histograms cannot score, is
+        # often far better where the two draw on mIoU).
+        if "vote" in pure and scores[pure["vote"]] >= scores[best] - self.hparams.calibration_vote_preference:
+            best = pure["vote"]
+        fallback = choices[best].fallback
+        overrides = [k for k in allowed if choices[k].fallback == fallback and choices[k].margin != float("inf")]
         if overrides:
             challenger = max(overrides, key=lambda k: (scores[k], choices[k].margin))
             if scores[challenger] >= scores[best] + self.hparams.calibration_min_gain:
                 best = challenger
         self.calibration = choices[best]
         self.log("val/calibration/mIoU", scores[best])
+        for fallback, k in pure.items():  # the pure fallbacks, what every choice is measured against
+            self.log(f"val/calibration/{fallback}_mIoU", scores[k])
         self.log(f"val/calibration/mVC{self._vc_window}", consistency[best])
         self.log(f"val/calibration/base_mVC{self._vc_window}", base_vc)
         margin = choices[best].margin
