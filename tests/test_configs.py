@@ -23,6 +23,10 @@ EVALUATE = {
     "refine_synthetic.yaml": ["synthetic.yaml"],
     "refine_vspw.yaml": ["vspw.yaml"],
     "refine_rules_synthetic.yaml": ["synthetic.yaml"],
+    "refine_sam3_synthetic.yaml": ["synthetic.yaml"],
+    "refine_sam3_vspw.yaml": ["vspw.yaml"],
+    "isam3_synthetic.yaml": ["synthetic.yaml"],
+    "isam3_vspw.yaml": ["vspw.yaml"],
 }
 MASKLETS = [
     "oracle_synthetic.yaml",
@@ -32,6 +36,8 @@ MASKLETS = [
     "sam2_vspw.yaml",
     "sam2_tiny_one_pass_synthetic.yaml",
     "sam2_isam2_one_pass_vspw.yaml",
+    "sam3_tiny_synthetic.yaml",
+    "sam3_vspw.yaml",
 ]
 # Sweeps (evaluate.py test with vssam2.sweep.MaskletSweep).
 ABLATION = [
@@ -69,7 +75,8 @@ def test_evaluate_configs_parse(name: str, capsys) -> None:
         evaluate_main(["test", *args, "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "vssam2.replay.PredictionReplay" in printed and "boundary_width" in printed
+    model = "vssam2.named_masklets.NamedMasklets" if name.startswith("isam3") else "vssam2.replay.PredictionReplay"
+    assert model in printed and "boundary_width" in printed
 
 
 @pytest.mark.parametrize("name", MASKLETS)

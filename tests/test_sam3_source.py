@@ -24,6 +24,8 @@ from vssam2.masklets.sam3_model import (
 )
 from vssam2.masklets.sam3_video import STAGES, SAM3VideoSource
 
+REPO = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 H, W, T = 64, 96, 10
@@ -148,15 +150,19 @@ def test_bad_folders(tiny_sam3: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(FileNotFoundError, match=r"not the tokenizer \(tokenizer.json, or vocab.json \+ merges.txt\)"):
         load_sam3(no_tokenizer)
-    # The source checks its folder when it is built, not at the first frame.
+    # The source checks its folder when the model loads (its first video), so configs naming a
+    # folder this machine lacks still parse and expand into sweeps.
+    lazy = SAM3VideoSource(str(absent), PROMPTS)
+    assert lazy.config()["checkpoint"]["missing"]
     with pytest.raises(FileNotFoundError, match=r"does not exist"):
-        SAM3VideoSource(str(absent), PROMPTS)
+        lazy.begin_video("video", H, W)
 
 
 def test_bad_prompts(tiny_sam3: Path) -> None:
     with pytest.raises(ValueError, match=r"at least one text prompt"):
         SAM3VideoSource(str(tiny_sam3), [])
-    with pytest.raises(TypeError, match=r"list of strings"):
+    # a string is a prompt file
+    with pytest.raises(FileNotFoundError, match=r"car: no such prompt file"):
         SAM3VideoSource(str(tiny_sam3), "car")
     with pytest.raises(ValueError, match=r"'Red car' and 'red  car' are the same text"):
         SAM3VideoSource(str(tiny_sam3), ["Red car", "red  car"])
@@ -166,9 +172,34 @@ def test_bad_prompts(tiny_sam3: Path) -> None:
         SAM3VideoSource(str(tiny_sam3), PROMPTS, prompt_classes=[1, -2])
     with pytest.raises(ValueError, match=r"dtype must be one of"):
         SAM3VideoSource(str(tiny_sam3), PROMPTS, dtype="float16")
+    with pytest.raises(ValueError, match=r"prompt_classes \[200\] are not class ids of a dataset of 124"):
+        SAM3VideoSource(str(tiny_sam3), PROMPTS, prompt_classes=[1, 200])
+    with pytest.raises(ValueError, match=r"prompt_classes goes with a list of prompts"):
+        SAM3VideoSource(str(tiny_sam3), None, prompt_classes=[1])
     source = SAM3VideoSource(str(tiny_sam3), ["a " * 40])
     with pytest.raises(ValueError, match=r"tokens long; SAM 3's text encoder takes at most 32"):
         source.begin_video("video", H, W)
+
+
+def test_prompts_from_a_file_or_the_class_names(tiny_sam3: Path, tmp_path: Path) -> None:
+    from vssam2.masklets.prompts import load_prompts
+
+    shipped = REPO / "configs" / "prompts" / "vspw.yaml"
+    source = SAM3VideoSource(str(tiny_sam3), str(shipped))
+    want = load_prompts(shipped, 124)
+    assert source.prompts == list(want.prompts) and source.prompt_classes == list(want.prompt_class)
+    assert set(source.prompt_classes) == set(range(124))  # every class is prompted
+    every = SAM3VideoSource(str(tiny_sam3))  # None: each class by name
+    assert len(every.prompts) >= 124 and set(every.prompt_classes) == set(range(124))
+    subset = tmp_path / "few.yaml"
+    subset.write_text("classes: [wall, sky]\n")
+    few = SAM3VideoSource(str(tiny_sam3), str(subset))
+    assert few.prompts == ["wall", "sky"] or sorted(few.prompts) == ["sky", "wall"]
+    assert few.config()["prompts"] == few.prompts
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes: [wal]\n")
+    with pytest.raises(ValueError, match=r"bad.yaml.*'wal'"):
+        SAM3VideoSource(str(tiny_sam3), str(bad))
 
 
 def test_local_cv_utils() -> None:

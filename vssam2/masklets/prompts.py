@@ -319,6 +319,11 @@ def load_prompts(path: str | Path, num_classes: int, class_table: ClassTable | N
             f"{source}: the dataset has {num_classes} classes but the prompts' class names are the "
             f"{table.num_classes} of {which}; give load_prompts the dataset's class table"
         )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{source}: no such prompt file (a YAML file with template / synonyms / classes, e.g. "
+            "configs/prompts/vspw.yaml; a list of prompts goes in as a list)"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

@@ -50,20 +50,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from vssam2.labels import NUM_CLASSES
 from vssam2.masklets.aggregator import aggregate_masks
 from vssam2.masklets.base import MaskletSource
-from vssam2.masklets.prompts import normalize_prompt
+from vssam2.masklets.prompts import normalize_prompt, resolve_prompts
 from vssam2.masklets.sam2_video import stitch_ids
 from vssam2.masklets.sam3_model import (
     MAX_PROMPT_TOKENS,
     SAM3_DTYPES,
     Sam3Dtype,
-    check_sam3_folder,
     checkpoint_identity,
     load_sam3,
     torch_dtype,
@@ -122,12 +123,15 @@ class SAM3VideoSource(MaskletSource):
 
     Args:
         checkpoint: local SAM 3 checkpoint folder (see :mod:`vssam2.masklets.sam3_model` for how
-            to get ``facebook/sam3``); checked when the source is built.
-        prompts: text prompts (noun phrases), each detected on every frame. From a
-            :class:`vssam2.masklets.prompts.PromptSet`: ``prompts=list(ps.prompts)``,
-            ``prompt_classes=list(ps.prompt_class)``.
-        prompt_classes: class id of each prompt (the ``label`` of its masklets); None = the
-            prompt's index.
+            to get ``facebook/sam3``); checked when the model loads (the first video),
+            so configs naming it parse, print and expand into sweeps on machines without it.
+        prompts: the text prompts (noun phrases), each detected on every frame: a prompt file
+            (YAML: template, synonyms, a class subset; :func:`vssam2.masklets.prompts.load_prompts`,
+            e.g. configs/prompts/vspw.yaml), None = every class of the dataset by name, or a
+            list of prompts (a user's own; then ``prompt_classes`` names their classes).
+        prompt_classes: with a list of prompts, the class id of each (the ``label`` of its
+            masklets); None = the prompt's index.
+        num_classes: the dataset's class count (a prompt file's classes must be its classes).
         window: frames per window; SAM 3 restarts (fresh session, fresh detections) on the first
             frame of each. 1 = detection on every frame, no tracking.
         score_threshold: detections scoring above this are kept (SAM 3's
@@ -150,8 +154,9 @@ class SAM3VideoSource(MaskletSource):
     def __init__(
         self,
         checkpoint: str,
-        prompts: Sequence[str],
+        prompts: str | Sequence[str] | None = None,
         prompt_classes: Sequence[int] | None = None,
+        num_classes: int = NUM_CLASSES,
         window: int = 32,
         score_threshold: float = 0.5,
         new_object_threshold: float = 0.7,
@@ -162,7 +167,15 @@ class SAM3VideoSource(MaskletSource):
         dtype: Sam3Dtype = "float32",
     ) -> None:
         super().__init__()
+        if prompts is None or isinstance(prompts, (str, Path)):
+            if prompt_classes is not None:
+                raise ValueError("prompt_classes goes with a list of prompts, not with a prompt file")
+            prompt_set = resolve_prompts(prompts, num_classes)
+            prompts, prompt_classes = list(prompt_set.prompts), list(prompt_set.prompt_class)
         self.prompts, self.prompt_classes = _check_prompts(prompts, prompt_classes)
+        wrong = [c for c in self.prompt_classes if c >= num_classes]
+        if wrong:
+            raise ValueError(f"prompt_classes {wrong[:10]} are not class ids of a dataset of {num_classes} classes")
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         for label, value in (("score_threshold", score_threshold), ("new_object_threshold", new_object_threshold)):
@@ -172,7 +185,7 @@ class SAM3VideoSource(MaskletSource):
             raise ValueError(f"max_objects must be >= 1, got {max_objects}")
         if dtype not in SAM3_DTYPES:
             raise ValueError(f"dtype must be one of {SAM3_DTYPES}, got {dtype!r}")
-        self.checkpoint = str(check_sam3_folder(checkpoint))
+        self.checkpoint = str(checkpoint)
         self.window = int(window)
         self.score_threshold = float(score_threshold)
         self.new_object_threshold = float(new_object_threshold)
