@@ -329,3 +329,18 @@ def test_bfloat16(tiny_sam3: Path, frames: torch.Tensor) -> None:
     maps = source.add_chunk(frames[:3], 0)
     assert maps.dtype == torch.int32 and bool((maps > 0).any())
     assert next(source.model.parameters()).dtype == torch.bfloat16
+
+
+def test_write_tiny_command_writes_once(tmp_path: Path, capsys) -> None:
+    from vssam2.masklets.sam3_tiny import main
+
+    folder = tmp_path / "tiny"
+    main(["--write-tiny", str(folder)])
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    main(["--write-tiny", str(folder)])  # complete: kept, so its masklet caches keep their keys
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert "exists" in capsys.readouterr().out
+    (folder / "model.safetensors").unlink()  # incomplete: written again
+    main(["--write-tiny", str(folder)])
+    assert (folder / "model.safetensors").is_file()

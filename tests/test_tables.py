@@ -38,3 +38,19 @@ def test_conflicting_rows_and_bad_files_are_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="bad.json"):
         combine_results([tmp_path / "bad.json"])
+
+
+def test_a_run_folder_stands_for_its_latest_version(tmp_path: Path) -> None:
+    run = tmp_path / "isam3"
+    for n, value in ((0, 0.1), (2, 0.3), (10, 0.5)):
+        (run / f"version_{n}").mkdir(parents=True)
+        write(run / f"version_{n}" / "results.json", {"I-SAM3": value})
+    (run / "version_11").mkdir()  # a run that has not finished
+    assert combine_results([run])["I-SAM3"]["mIoU"] == 0.5  # version 10, not 2 (numeric order)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    write(flat / "results.json", {"x": 0.2})
+    assert combine_results([flat])["x"]["mIoU"] == 0.2
+    with pytest.raises(FileNotFoundError, match=r"empty: no results.json"):
+        (tmp_path / "empty").mkdir()
+        combine_results([tmp_path / "empty"])

@@ -7,6 +7,8 @@ the same data) once, and refusing to merge two different numbers under one name:
 
     python -m vssam2.tables runs/isam2/version_0/results.json runs/icffm_b1/version_0/results.json \
         --out table3.md --json table3.json
+
+A run folder (``runs/isam2``) stands for the results.json of its latest ``version_N``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,23 @@ def _same(a: Any, b: Any) -> bool:
     return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-9)
 
 
+def results_file(path: str | Path) -> Path:
+    """A results.json, or the one of a run folder (itself, or its highest ``version_N`` that has one).
+
+    Raises:
+        FileNotFoundError: naming the folder, when it holds no results.json.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / "results.json").is_file():
+        return path / "results.json"
+    versions = [p for p in path.glob("version_*") if p.name[8:].isdigit() and (p / "results.json").is_file()]
+    if not versions:
+        raise FileNotFoundError(f"{path}: no results.json in it or in a version_N folder (has the run finished?)")
+    return max(versions, key=lambda p: int(p.name[8:])) / "results.json"
+
+
 def combine_results(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
     """``{method: {metric: fraction}}`` from several ``results.json`` files, in order of appearance.
 
@@ -37,7 +56,7 @@ def combine_results(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
     """
     rows: dict[str, dict[str, Any]] = {}
     origin: dict[str, Path] = {}
-    for path in map(Path, paths):
+    for path in map(results_file, paths):
         try:
             data = json.loads(path.read_text())
             methods = data["methods"]
@@ -60,7 +79,9 @@ def combine_results(paths: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
 def main(args: Sequence[str] | None = None) -> str:
     """Prints the joined table (and writes ``--out`` Markdown / ``--json``)."""
     parser = argparse.ArgumentParser(prog="python -m vssam2.tables", description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", help="results.json files of evaluate.py / train.py runs")
+    parser.add_argument(
+        "results", nargs="+", help="results.json files of evaluate.py / train.py runs, or run folders (latest version)"
+    )
     parser.add_argument("--out", help="write the Markdown table here")
     parser.add_argument("--json", help="write the rows as JSON here (fractions)")
     parsed = parser.parse_args(args)

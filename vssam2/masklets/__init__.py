@@ -1,4 +1,4 @@
-"""Masklet engine: masklet sources (SAM2, SAM 3, superpixels, oracle, degraded oracle), the aggregator, model loading."""
+"""Masklet engine: sources (SAM2, SAM 3, superpixels, oracle, degraded oracle), the aggregator, model loading."""
 
 from vssam2.masklets.aggregator import ORDERS, aggregate_masks, paint_order
 from vssam2.masklets.base import TABLE_COLUMNS, MaskletSource, MaskletTable, MaskletTracker

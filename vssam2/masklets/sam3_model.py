@@ -275,10 +275,18 @@ def write_tiny_sam3(folder: Path, seed: int = 0, image_size: int = TINY_IMAGE_SI
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = tiny_sam3_config(image_size)
+    from transformers.utils import logging as hf_logging
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Sam3VideoModel(config).eval()
-    model.save_pretrained(folder)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a one-shard bar of a 17 MB file says nothing
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     tiny_sam3_processor(image_size).save_pretrained(folder)
     return folder
 
@@ -600,6 +608,10 @@ def load_sam3(
             f"SAM 3 checkpoint folder {path}: the processor / tokenizer files cannot be loaded "
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n{download_hint(path)}"
         ) from err
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise
     try:
         model = Sam3VideoModel.from_pretrained(path, local_files_only=True, dtype=torch_type)
     except Exception as err:
@@ -607,42 +619,10 @@ def load_sam3(
             f"SAM 3 checkpoint folder {path}: the model cannot be loaded "
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n{download_hint(path)}"
         ) from err
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     model = model.to(device).eval()
     check_sam3_private_api(model, processor.init_video_session(inference_device=device, dtype=torch_type))
     use_local_cv_utils()
     return model, processor
-
-
-def main(args: Sequence[str] | None = None) -> Path:
-    """``python -m vssam2.masklets.sam3_model --write-tiny DIR``: a tiny random-weight SAM 3 folder.
-
-    The folder is in transformers' real format (config, safetensors, processor, tokenizer), so
-    every loading and inference path runs on it; its masks are meaningless. The demo uses it.
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m vssam2.masklets.sam3_model", description=main.__doc__)
-    parser.add_argument("--write-tiny", required=True, type=Path, help="folder to write the tiny checkpoint to")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--image-size", type=int, default=TINY_IMAGE_SIZE, help="model input size (multiple of 28)")
-    parser.add_argument("--force", action="store_true", help="rewrite a complete folder (its cache keys change)")
-    parsed = parser.parse_args(args)
-    folder = parsed.write_tiny
-    try:
-        check_sam3_folder(folder)
-        complete = not parsed.force
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        complete = False
-    if complete:  # kept: a rewrite would give its masklet caches new keys
-        print(f"tiny random-weight SAM 3 checkpoint: {folder} (exists; --force rewrites it)")
-        return folder
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a one-shard bar of a 17 MB file says nothing
-    write_tiny_sam3(folder, seed=parsed.seed, image_size=parsed.image_size)
-    print(f"tiny random-weight SAM 3 checkpoint: {folder}")
-    return folder
-
-
-if __name__ == "__main__":
-    main()

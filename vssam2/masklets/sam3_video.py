@@ -306,6 +306,7 @@ class SAM3VideoSource(MaskletSource):
         self._prev_ids = torch.zeros(0, dtype=torch.int64)  # (M,) their masklet ids
         self._prev_classes = torch.zeros(0, dtype=torch.int64)  # (M,) their class ids
         self._next_id = 1
+        self.object_frames = 0  # Σ over the video's frames of the objects SAM 3 tracked (for per-object costs)
 
     def _begin(self) -> None:
         self._reset_video_state()
@@ -372,6 +373,7 @@ class SAM3VideoSource(MaskletSource):
 
         t0 = time.perf_counter()
         obj_ids, masks, scores, classes = self._frame_objects(session, out)
+        self.object_frames += len(obj_ids)
         new = [k for k, obj in enumerate(obj_ids) if obj not in self._masklet_of]
         if new:
             self._name_new(obj_ids, masks, scores, classes, new, stitch=idx == 0 and t > 0)
