@@ -16,8 +16,10 @@ The entry points (``train.py``, ``evaluate.py`` and every ``python -m vssam2.*``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 
 _DROPPED_PREFIXES = ("💡 Tip:", "TPU available:", "HPU available:")
 _LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
@@ -41,3 +43,18 @@ def quiet_dependency_chatter() -> None:
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
+@contextlib.contextmanager
+def no_transformers_progress_bars() -> Iterator[None]:
+    """Hides transformers' per-file "Loading weights" / "Writing model shards" bars for a block
+    (one bar per small checkpoint is noise a user cannot act on), then restores the setting."""
+    from transformers.utils import logging as hf_logging
+
+    were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if were_on:
+            hf_logging.enable_progress_bar()

@@ -4,6 +4,8 @@
 - :class:`TimmEncoder`: any timm backbone, weights from a local file.
 - :class:`MiTEncoder`: SegFormer's MiT-B0...B5 from mmseg checkpoints (CFFM, MRCFA, TV3S),
   the paper's I-CFFM features; :func:`mmseg_to_hf` is its key mapping.
+- :class:`CLIPEncoder`: the image tower of a CLIP / SigLIP folder, dense text-aligned patch
+  features (:func:`clip_text_embeddings` embeds class names in the same space).
 
 Nothing downloads weights: checkpoints are local files, or None for a seeded random
 initialisation (tests, demos). Importing this package imports only torch: each encoder
@@ -11,8 +13,17 @@ imports its library (sam2 and Hydra, timm, transformers: seconds each) when it i
 """
 
 from vssam2.encoders.base import FrozenEncoder
+from vssam2.encoders.clip import CLIPEncoder, clip_text_embeddings
 from vssam2.encoders.mit import MiTEncoder, mmseg_to_hf
 from vssam2.encoders.sam2 import SAM2Encoder
 from vssam2.encoders.timm_backbone import TimmEncoder
 
-__all__ = ["FrozenEncoder", "MiTEncoder", "SAM2Encoder", "TimmEncoder", "mmseg_to_hf"]
+__all__ = [
+    "CLIPEncoder",
+    "FrozenEncoder",
+    "MiTEncoder",
+    "SAM2Encoder",
+    "TimmEncoder",
+    "clip_text_embeddings",
+    "mmseg_to_hf",
+]

@@ -40,6 +40,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from vssam2.console import no_transformers_progress_bars
+
 #: Where the real SAM 3 checkpoint lives (downloaded by the user, never by vssam2).
 SAM3_HUB_REPO = "facebook/sam3"
 #: The ``model_type`` of a SAM 3 video checkpoint's config.json.
@@ -275,18 +277,11 @@ def write_tiny_sam3(folder: Path, seed: int = 0, image_size: int = TINY_IMAGE_SI
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = tiny_sam3_config(image_size)
-    from transformers.utils import logging as hf_logging
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Sam3VideoModel(config).eval()
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a one-shard bar of a 17 MB file says nothing
-    try:
+    with no_transformers_progress_bars():
         model.save_pretrained(folder)
-    finally:
-        if bars_were_on:
-            hf_logging.enable_progress_bar()
     tiny_sam3_processor(image_size).save_pretrained(folder)
     return folder
 
@@ -608,20 +603,14 @@ def load_sam3(
             f"SAM 3 checkpoint folder {path}: the processor / tokenizer files cannot be loaded "
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n{download_hint(path)}"
         ) from err
-    from transformers.utils import logging as hf_logging
-
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise
     try:
-        model = Sam3VideoModel.from_pretrained(path, local_files_only=True, dtype=torch_type)
+        with no_transformers_progress_bars():
+            model = Sam3VideoModel.from_pretrained(path, local_files_only=True, dtype=torch_type)
     except Exception as err:
         raise ValueError(
             f"SAM 3 checkpoint folder {path}: the model cannot be loaded "
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n{download_hint(path)}"
         ) from err
-    finally:
-        if bars_were_on:
-            hf_logging.enable_progress_bar()
     model = model.to(device).eval()
     check_sam3_private_api(model, processor.init_video_session(inference_device=device, dtype=torch_type))
     use_local_cv_utils()
