@@ -29,41 +29,44 @@ $(STAMP): pyproject.toml setup.py vssam2/_label_kernels.c
 # Each stage prints its title, its table and where its files went.
 STAGE = @printf '\n==> %s\n' 
 demo: $(STAMP)
-	$(STAGE)"[1/17] Synthetic VSPW / VIPSeg dataset and four simulated models (demo_run/data)"
+	$(STAGE)"[1/18] Synthetic VSPW / VIPSeg dataset and four simulated models (demo_run/data)"
 	@$(PY) -m vssam2.synthetic --root demo_run/data --seed 0
-	$(STAGE)"[2/17] Score the simulated models on the VSPW layout (Table 1 metrics)"
+	$(STAGE)"[2/18] Score the simulated models on the VSPW layout (Table 1 metrics)"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml
-	$(STAGE)"[3/17] The same videos in the VIPSeg layout (identical numbers expected)"
+	$(STAGE)"[3/18] The same videos in the VIPSeg layout (identical numbers expected)"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic_vipseg.yaml
-	$(STAGE)"[4/17] Masklet cache, val split: GT oracle"
+	$(STAGE)"[4/18] Masklet cache, val split: GT oracle"
 	@$(PY) -m vssam2.masklets --config configs/masklets/oracle_synthetic.yaml
-	$(STAGE)"[5/17] Masklet cache, val split: SLIC superpixels"
+	$(STAGE)"[5/18] Masklet cache, val split: SLIC superpixels"
 	@$(PY) -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml
-	$(STAGE)"[6/17] Masklet cache, val split: SAM2 (tiny random-weight model: exercises the pipeline, masks are meaningless)"
+	$(STAGE)"[6/18] Masklet cache, val split: SAM2 (tiny random-weight model: exercises the pipeline, masks are meaningless)"
 	@$(PY) -m vssam2.masklets --config configs/masklets/sam2_tiny_synthetic.yaml
-	$(STAGE)"[7/17] Masklet cache, val split: SAM 3 text-prompted by the 34 class names (tiny random-weight model written in transformers' format; masks and classes are meaningless)"
+	$(STAGE)"[7/18] Masklet cache, val split: SAM 3 text-prompted by the 34 class names (tiny random-weight model written in transformers' format; masks and classes are meaningless)"
 	@$(PY) -m vssam2.masklets.sam3_tiny --write-tiny demo_run/checkpoints/sam3_tiny
 	@$(PY) -m vssam2.masklets --config configs/masklets/sam3_tiny_synthetic.yaml
-	$(STAGE)"[8/17] Refinement with oracle masklets: base and refined rows side by side"
+	$(STAGE)"[8/18] Refinement with oracle masklets: base and refined rows side by side"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/refine_synthetic.yaml
-	$(STAGE)"[9/17] Masklet-source sweep: oracle vs superpixels vs SAM2 vs SAM 3 (a Lightning run; table, JSON, plot, W&B group)"
+	$(STAGE)"[9/18] Masklet-source sweep: oracle vs superpixels vs SAM2 vs SAM 3 (a Lightning run; table, JSON, plot, W&B group)"
 	@$(PY) evaluate.py test --config configs/ablation/sources_synthetic.yaml
-	$(STAGE)"[10/17] Refinement-rule sweep: the vote's min_share on superpixel masklets (every point reads one cache)"
+	$(STAGE)"[10/18] Refinement-rule sweep: the vote's min_share on superpixel masklets (every point reads one cache)"
 	@$(PY) evaluate.py test --config configs/ablation/min_share_synthetic.yaml
-	$(STAGE)"[11/17] Masklet cache, train split: superpixels (for the classifier)"
+	$(STAGE)"[11/18] Masklet cache, train split: superpixels (for the classifier)"
 	@$(PY) -m vssam2.masklets --config configs/masklets/superpixel_synthetic.yaml --split train
-	$(STAGE)"[12/17] Feature cache of the tiny SAM2 encoder (train and val)"
+	$(STAGE)"[12/18] Feature cache of the tiny SAM2 encoder (train and val)"
 	@$(PY) -m vssam2.features --config configs/features/isam2_tiny_synthetic.yaml
-	$(STAGE)"[13/17] Train I-SAM2 from the feature cache, then test it next to the base model (Table 3 rows)"
+	$(STAGE)"[13/18] Train I-SAM2 from the feature cache, then test it next to the base model (Table 3 rows)"
 	@$(PY) train.py --config configs/train/isam2_tiny_synthetic.yaml
-	$(STAGE)"[14/17] I-SAM3: SAM 3's masklets painted with their prompts' classes, no training; Table 3 joined with I-SAM2"
+	$(STAGE)"[14/18] I-SAM3: SAM 3's masklets painted with their prompts' classes, no training"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/isam3_synthetic.yaml
-	@$(PY) -m vssam2.tables demo_run/runs/isam2_synthetic demo_run/runs/synthetic_isam3 --out demo_run/table3.md --json demo_run/table3.json
-	$(STAGE)"[15/17] Refinement statistics of the simulated models on superpixel masklets (train and val), for learned rules"
+	$(STAGE)"[15/18] I-CLIP: superpixel masklets named zero-shot by a tiny random-weight CLIP (dense patch features vs class-name embeddings); Table 3 joins I-SAM2, I-SAM3, I-CLIP"
+	@$(PY) -m vssam2.encoders.clip_tiny --write-tiny demo_run/checkpoints/clip_tiny
+	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/iclip_synthetic.yaml
+	@$(PY) -m vssam2.tables demo_run/runs/isam2_synthetic demo_run/runs/synthetic_isam3 demo_run/runs/synthetic_iclip --out demo_run/table3.md --json demo_run/table3.json
+	$(STAGE)"[16/18] Refinement statistics of the simulated models on superpixel masklets (train and val), for learned rules"
 	@$(PY) -m vssam2.fusion --config configs/fusion/superpixel_synthetic.yaml
-	$(STAGE)"[16/17] Train the learned refinement rule of sim_strong from the statistics (seconds), test it beside the vote"
+	$(STAGE)"[17/18] Train the learned refinement rule of sim_strong from the statistics (seconds), test it beside the vote"
 	@$(PY) train.py --config configs/train/fusion_superpixel_synthetic.yaml
-	$(STAGE)"[17/17] Refinement rules side by side: vote, quality gate, learned (for sim_strong the vote hurts; its learned rule keeps the base)"
+	$(STAGE)"[18/18] Refinement rules side by side: vote, quality gate, learned (for sim_strong the vote hurts; its learned rule keeps the base)"
 	@$(PY) evaluate.py test --config configs/evaluate/synthetic.yaml --config configs/evaluate/refine_rules_synthetic.yaml
 
 test: $(STAMP)

@@ -10,35 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vssam2.encoders.clip import CLIPEncoder, check_clip_folder, clip_text_embeddings
-
-
-def _write(folder: Path, kind: str) -> Path:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, SiglipImageProcessor, SiglipModel
-
-    from vssam2.masklets.sam3_model import tiny_clip_tokenizer
-
-    text = {"vocab_size": 1000, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
-    text |= {"num_attention_heads": 4, "max_position_embeddings": 64}
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-    vision |= {"image_size": 32, "patch_size": 8}
-    torch.manual_seed(0)
-    if kind == "clip":
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
-        processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    else:
-        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
-        processor = SiglipImageProcessor(size={"height": 32, "width": 32})
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    tiny_clip_tokenizer().save_pretrained(folder)
-    return folder
+from vssam2.encoders.clip import CLIPEncoder, check_clip_folder, clip_text_embeddings, write_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("clip")
-    return {kind: _write(root / kind, kind) for kind in ("clip", "siglip")}
+    return {kind: write_tiny_clip(root / kind, kind) for kind in ("clip", "siglip")}
 
 
 def _frames(n: int = 2) -> torch.Tensor:
@@ -109,3 +87,73 @@ def test_bad_folders_name_the_folder_and_the_problem(folders: dict[str, Path], t
     (other / "model.safetensors").write_bytes((folders["clip"] / "model.safetensors").read_bytes())
     with pytest.raises(FileNotFoundError, match=r"no image processor config"):
         check_clip_folder(other)
+
+
+def test_zero_shot_picks_the_class_whose_text_embedding_is_planted(folders: dict[str, Path]) -> None:
+    from vssam2.features.extract import encode_frames, extract_clip_masklets
+    from vssam2.zero_shot import ZeroShotCLIP
+
+    model = ZeroShotCLIP(CLIPEncoder(str(folders["clip"])), base_method="base")
+    assert model.text.shape == (124, 24)
+    torch.testing.assert_close(model.text.norm(dim=-1), torch.ones(124))
+    frames = _frames(2)
+    segments = torch.zeros(2, 40, 56, dtype=torch.int32)
+    segments[:, :20, :30] = 1
+    segments[:, 25:, 10:] = 2
+    masklets = extract_clip_masklets(encode_frames(model.encoder, frames, 8, torch.device("cpu")), segments)
+    planted = {1: 17, 2: 90}  # masklet id -> the class whose embedding is its own direction
+    with torch.no_grad():
+        for row, masklet in enumerate(masklets.ids.tolist()):
+            model.text[planted[masklet]] = F.normalize(masklets.vectors[row], dim=-1)
+    model.methods = ["I-CLIP", "I-CLIP_base", "base"]
+    base = torch.full((2, 40, 56), 5, dtype=torch.uint8)
+    out = model({"video": "v", "frames": frames, "segments": segments, "preds": {"base": base}})
+    assert bool((out["I-CLIP"][segments == 1] == 17).all()) and bool((out["I-CLIP"][segments == 2] == 90).all())
+    assert bool((out["I-CLIP"][segments == 0] == 255).all()) and bool((out["I-CLIP_base"][segments == 0] == 5).all())
+    with pytest.raises(ValueError, match="3 class names for 124 classes"):
+        ZeroShotCLIP(model.encoder, class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="use projected=True"):
+        ZeroShotCLIP(CLIPEncoder(str(folders["clip"]), projected=False))
+
+
+def test_iclip_rows_through_evaluate(folders: dict[str, Path], synthetic_root: Path, tmp_path: Path) -> None:
+    import json as json_module
+
+    from datamodules import VSPWDataModule
+    from evaluate import main as evaluate_main
+    from vssam2.masklets.compute import compute_cache
+    from vssam2.masklets.superpixel import SuperpixelSource
+
+    repo = Path(__file__).resolve().parents[1]
+    data = VSPWDataModule(root=str(synthetic_root / "vspw"), clip_len=8)
+    source = SuperpixelSource(method="slic", n_segments=20, temporal=True)
+    cache = compute_cache(source, data, "val", cache_root=tmp_path / "cache", progress=False).directory
+    preds = synthetic_root / "predictions" / "vspw"
+    cli = evaluate_main(
+        [
+            "test",
+            "--config",
+            str(repo / "configs" / "evaluate" / "synthetic.yaml"),
+            "--config",
+            str(repo / "configs" / "evaluate" / "iclip_synthetic.yaml"),
+            "--model.init_args.encoder.init_args.checkpoint",
+            str(folders["clip"]),
+            "--data.root",
+            str(synthetic_root / "vspw"),
+            "--data.clip_len",
+            "8",
+            "--data.masklet_cache",
+            str(cache),
+            "--data.pred_roots",
+            json_module.dumps({"sim_strong": str(preds / "sim_strong")}),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--run.wandb",
+            "disabled",
+        ]
+    )
+    rows = cli.model.report.rows
+    assert list(rows) == ["I-CLIP", "I-CLIP_base", "sim_strong"]
+    assert 0.0 <= float(rows["I-CLIP"]["mIoU"]) <= 1.0

@@ -27,6 +27,8 @@ EVALUATE = {
     "refine_sam3_vspw.yaml": ["vspw.yaml"],
     "isam3_synthetic.yaml": ["synthetic.yaml"],
     "isam3_vspw.yaml": ["vspw.yaml"],
+    "iclip_synthetic.yaml": ["synthetic.yaml"],
+    "iclip_vspw.yaml": ["vspw.yaml"],
 }
 MASKLETS = [
     "oracle_synthetic.yaml",
@@ -75,7 +77,9 @@ def test_evaluate_configs_parse(name: str, capsys) -> None:
         evaluate_main(["test", *args, "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    model = "vssam2.named_masklets.NamedMasklets" if name.startswith("isam3") else "vssam2.replay.PredictionReplay"
+    model = {"isam3": "vssam2.named_masklets.NamedMasklets", "iclip": "vssam2.zero_shot.ZeroShotCLIP"}.get(
+        name[:5], "vssam2.replay.PredictionReplay"
+    )
     assert model in printed and "boundary_width" in printed
 
 

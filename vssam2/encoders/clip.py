@@ -133,7 +133,7 @@ class CLIPEncoder(FrozenEncoder):
         processor = _read_processor(path)
         self.register_buffer("mean", as_channel_buffer(processor["image_mean"]), persistent=False)
         self.register_buffer("std", as_channel_buffer(processor["image_std"]), persistent=False)
-        self._checkpoint = str(path.resolve())
+        self.checkpoint = str(path.resolve())  # the folder, for its text tower
         self._sha256 = _folder_sha256(path)
         del model
         self._freeze()
@@ -210,3 +210,43 @@ def clip_text_embeddings(
             features = features if isinstance(features, torch.Tensor) else features.pooler_output
             per_template.append(F.normalize(features.float(), dim=-1))
     return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
+
+
+def write_tiny_clip(folder: str | Path, kind: str = "clip", seed: int = 0) -> Path:
+    """Writes a tiny random-weight CLIP (or SigLIP) folder in transformers' real format: model,
+    image processor and an offline byte-level CLIP tokenizer (tests and the demo; its features
+    and text embeddings are meaningless).
+
+    Args:
+        folder: where to write (created if absent).
+        kind: "clip" or "siglip".
+        seed: seed of the random weights (the global RNG is left as it was).
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    from vssam2.masklets.sam3_model import tiny_clip_tokenizer
+
+    if kind not in CLIP_MODEL_TYPES:
+        raise ValueError(f"kind must be one of {CLIP_MODEL_TYPES}, got {kind!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_clip_tokenizer()
+    text = {"vocab_size": 1000, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+    text |= {"num_attention_heads": 4, "max_position_embeddings": 64}
+    text |= {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    text |= {"pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    vision |= {"image_size": 32, "patch_size": 8}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "clip":
+            model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
+            processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        else:
+            model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+            processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    with no_transformers_progress_bars():
+        model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
