@@ -29,10 +29,10 @@ from vssam2.metrics.config import MetricConfig
 from vssam2.metrics.functional import confusion_from_histograms
 from vssam2.pooling import POOLING_MODES, PoolingMode
 from vssam2.refine import masklet_targets
-from vssam2.replay import PredictionReplay
+from vssam2.replay import PaintedRows
 
 
-class MaskletClassifier(PredictionReplay):
+class MaskletClassifier(PaintedRows):
     """Classifies masklets from frozen-encoder features (the study's I-SAM2 / I-CFFM).
 
     After a test epoch, :attr:`report` has one row per method: ``name`` (uncovered pixels
@@ -90,6 +90,7 @@ class MaskletClassifier(PredictionReplay):
         if encoder is not None and feature_dim is not None and feature_dim != encoder.out_channels:
             raise ValueError(f"feature_dim {feature_dim} != encoder.out_channels {encoder.out_channels}")
         self.encoder = encoder
+        self.row_name, self.base_method = name, base_method
         in_dim = encoder.out_channels if encoder is not None else int(feature_dim)
         self.head = MLPHead(in_dim, metrics.num_classes, hidden_dims, dropout)
         self.train_loss = MeanMetric()
@@ -170,37 +171,13 @@ class MaskletClassifier(PredictionReplay):
 
     # ------------------------------------------------------------------- evaluation
 
-    def setup(self, stage: str) -> None:
-        """Rows of the results: the classifier, its base-filled variant, the base models."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        preds = list(getattr(datamodule, "pred_names", []) or [])
-        base = self.hparams.base_method
-        if base is not None and base not in preds:
-            raise ValueError(
-                f"base_method {base!r} is not a prediction folder of the datamodule (it serves {preds}); "
-                f"add it with --data.pred_roots '{{{base}: DIR}}'"
-            )
-        name = self.hparams.name
-        self.methods = [name] + ([f"{name}_base"] if base is not None else []) + preds
-        super().setup(stage)
-
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{method: (T, H, W) uint8}``: the painted masklets (+ base fill) and the base models."""
         if "segments" not in batch:
             raise KeyError(f"batch of video {batch.get('video')!r} has no segment maps: set data.masklet_cache")
         masklets = self.clip_masklets(batch["frames"], batch["segments"], None)
         classes = self.head(masklets.vectors).argmax(dim=1)  # (N,)
-        name = self.hparams.name
-        outputs = {name: paint_rows(masklets.rows, classes)}
-        preds = batch.get("preds", {})
-        if self.hparams.base_method is not None:
-            outputs[f"{name}_base"] = paint_rows(masklets.rows, classes, preds[self.hparams.base_method])
-        for method in self.methods:
-            if method not in outputs:
-                if method not in preds:
-                    raise KeyError(f"batch of video {batch.get('video')!r} has no predictions for {method!r}")
-                outputs[method] = preds[method]
-        return {method: outputs[method].to(self.device) for method in self.methods}
+        return self.painted_rows(batch, paint_rows(masklets.rows, classes))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if "vectors" not in batch:  # a clip stream: paint and score like testing
@@ -244,18 +221,18 @@ class MaskletClassifier(PredictionReplay):
             self.report = None
             return
         super().on_validation_epoch_end()
-        name = self.hparams.name
+        name = self.row_name
         if name in self.report.rows:  # the same monitor key in both validation modes
             self.log("val/mIoU", self.report.rows[name]["mIoU"].float() * 100, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
         """Scores the test epoch; the report also carries the classifier's pixel confusion
         matrix, which the results writer plots."""
-        iou = self.scorer.base[self.hparams.name].iou  # the classifier's own row
+        iou = self.scorer.base[self.row_name].iou  # the classifier's own row
         with iou.sync_context():  # all ranks' pixels (a no-op on one process)
             confusion = iou.confmat.detach().cpu().clone()  # (C, C + 1) int64
         super().on_test_epoch_end()
-        self.report.confusion[self.hparams.name] = confusion
+        self.report.confusion[self.row_name] = confusion
 
     # ---------------------------------------------------------------- optimisation
 

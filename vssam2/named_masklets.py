@@ -20,7 +20,7 @@ import torch
 from vssam2.labels import IGNORE_INDEX
 from vssam2.masklets.base import MaskletTable
 from vssam2.metrics.config import MetricConfig
-from vssam2.replay import PredictionReplay
+from vssam2.replay import PaintedRows
 
 
 def label_map(segments: torch.Tensor, table: MaskletTable, origin: str, num_classes: int) -> torch.Tensor:
@@ -61,7 +61,7 @@ def label_map(segments: torch.Tensor, table: MaskletTable, origin: str, num_clas
     return lut[seg].to(torch.uint8)
 
 
-class NamedMasklets(PredictionReplay):
+class NamedMasklets(PaintedRows):
     """Scores masklets painted with their prompt's class (I-SAM3) beside the base models.
 
     After a test epoch :attr:`report` has the rows ``name`` (uncovered pixels 255),
@@ -81,21 +81,7 @@ class NamedMasklets(PredictionReplay):
     ) -> None:
         super().__init__(None, metrics)
         self.save_hyperparameters()
-        self.name = name
-        self.base_method = base_method
-
-    def setup(self, stage: str) -> None:
-        """Rows: the named masklets, their base-filled variant, the base models."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        preds = list(getattr(datamodule, "pred_names", []) or [])
-        base = self.base_method
-        if base is not None and base not in preds:
-            raise ValueError(
-                f"base_method {base!r} is not a prediction folder of the datamodule (it serves {preds}); "
-                f"add it with --data.pred_roots '{{{base}: DIR}}'"
-            )
-        self.methods = [self.name] + ([f"{self.name}_base"] if base is not None else []) + preds
-        super().setup(stage)
+        self.row_name, self.base_method = name, base_method
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{method: (T, H, W) uint8}`` for one clip."""
@@ -104,14 +90,4 @@ class NamedMasklets(PredictionReplay):
             raise KeyError(f"batch of video {video!r} has no cached masklets: set data.masklet_cache (sam3_video)")
         origin = str(batch.get("masklet_table_path", f"masklets of video {video!r}"))
         painted = label_map(batch["segments"], batch["masklet_table"], origin, self.metric_config.num_classes)
-        outputs = {self.name: painted}
-        preds = batch.get("preds", {})
-        if self.base_method is not None:
-            fill = preds[self.base_method].cpu().to(torch.uint8)
-            outputs[f"{self.name}_base"] = torch.where(painted != IGNORE_INDEX, painted, fill)
-        for method in self.methods:
-            if method not in outputs:
-                if method not in preds:
-                    raise KeyError(f"batch of video {video!r} has no predictions for {method!r}")
-                outputs[method] = preds[method]
-        return {method: outputs[method].to(self.device) for method in self.methods}
+        return self.painted_rows(batch, painted)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
+from vssam2.labels import IGNORE_INDEX
 from vssam2.metrics.config import MetricConfig
 from vssam2.scoring import ChunkScorer, Refinement, ScoredChunk, ScoreReport
 
@@ -84,3 +85,42 @@ class PredictionReplay(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._finish_epoch("test")
+
+
+class PaintedRows(PredictionReplay):
+    """A model whose prediction paints masklets (I-SAM2, I-SAM3, I-CLIP), scored beside the base models.
+
+    Its rows are ``name`` (pixels it does not paint are 255), ``name + "_base"`` (those pixels
+    from ``base_method``, when given) and every prediction folder the datamodule serves.
+    Subclasses set :attr:`row_name` and :attr:`base_method` and call :meth:`painted_rows`.
+    """
+
+    row_name: str
+    base_method: str | None
+
+    def setup(self, stage: str) -> None:
+        """Rows: the painted prediction, its base-filled variant, the base models."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        preds = list(getattr(datamodule, "pred_names", []) or [])
+        base = self.base_method
+        if base is not None and base not in preds:
+            raise ValueError(
+                f"base_method {base!r} is not a prediction folder of the datamodule (it serves {preds}); "
+                f"add it with --data.pred_roots '{{{base}: DIR}}'"
+            )
+        self.methods = [self.row_name] + ([f"{self.row_name}_base"] if base is not None else []) + preds
+        super().setup(stage)
+
+    def painted_rows(self, batch: dict[str, Any], painted: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{method: (T, H, W)}`` of one clip from its (T, H, W) uint8 painted map (255 = not painted)."""
+        outputs = {self.row_name: painted}
+        preds = batch.get("preds", {})
+        if self.base_method is not None:
+            fill = preds[self.base_method].to(device=painted.device, dtype=torch.uint8)
+            outputs[f"{self.row_name}_base"] = torch.where(painted != IGNORE_INDEX, painted, fill)
+        for method in self.methods:
+            if method not in outputs:
+                if method not in preds:
+                    raise KeyError(f"batch of video {batch.get('video')!r} has no predictions for {method!r}")
+                outputs[method] = preds[method]
+        return {method: outputs[method].to(self.device) for method in self.methods}

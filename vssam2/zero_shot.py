@@ -20,7 +20,7 @@ from vssam2.features.extract import encode_frames, extract_clip_masklets, paint_
 from vssam2.labels import vspw_classes
 from vssam2.metrics.config import MetricConfig
 from vssam2.pooling import POOLING_MODES, PoolingMode
-from vssam2.replay import PredictionReplay
+from vssam2.replay import PaintedRows
 
 #: CLIP's own ImageNet-style prompt templates, a few of its 80 (prompt ensembling).
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a photo of the {}.", "a blurry photo of a {}.", "{}")
@@ -34,7 +34,7 @@ def class_phrases(num_classes: int) -> list[str]:
     return [name.replace("_", " ").lower() for name in names]
 
 
-class ZeroShotCLIP(PredictionReplay):
+class ZeroShotCLIP(PaintedRows):
     """Scores CLIP-named masklets (I-CLIP, I-CLIP_base) beside the base models.
 
     Args:
@@ -68,8 +68,7 @@ class ZeroShotCLIP(PredictionReplay):
         if len(names) != metrics.num_classes:
             raise ValueError(f"{len(names)} class names for {metrics.num_classes} classes")
         self.encoder = encoder
-        self.name = name
-        self.base_method = base_method
+        self.row_name, self.base_method = name, base_method
         text = clip_text_embeddings(encoder.checkpoint, names, list(templates))  # (C, D) unit norm
         if text.shape[1] != encoder.out_channels:
             raise ValueError(
@@ -77,17 +76,6 @@ class ZeroShotCLIP(PredictionReplay):
                 "use projected=True (CLIP's visual_projection)"
             )
         self.register_buffer("text", text, persistent=False)
-
-    def setup(self, stage: str) -> None:
-        """Rows: the named masklets, their base-filled variant, the base models."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        preds = list(getattr(datamodule, "pred_names", []) or [])
-        if self.base_method is not None and self.base_method not in preds:
-            raise ValueError(
-                f"base_method {self.base_method!r} is not a prediction folder of the datamodule (it serves {preds})"
-            )
-        self.methods = [self.name] + ([f"{self.name}_base"] if self.base_method is not None else []) + preds
-        super().setup(stage)
 
     def classify(self, vectors: torch.Tensor) -> torch.Tensor:
         """(N,) class of each (N, D) masklet vector: the most cosine-similar text embedding."""
@@ -111,11 +99,4 @@ class ZeroShotCLIP(PredictionReplay):
             self.metric_config.ignore_index,
         )
         classes = self.classify(masklets.vectors)
-        outputs = {self.name: paint_rows(masklets.rows, classes)}
-        preds = batch.get("preds", {})
-        if self.base_method is not None:
-            outputs[f"{self.name}_base"] = paint_rows(masklets.rows, classes, preds[self.base_method])
-        for method in self.methods:
-            if method not in outputs:
-                outputs[method] = preds[method]
-        return {method: outputs[method].to(self.device) for method in self.methods}
+        return self.painted_rows(batch, paint_rows(masklets.rows, classes))

@@ -491,7 +491,8 @@ class LocalCvUtils:
             (K,) int64 indices of the kept detections, by decreasing score (ties: lower index first).
         """
         if not use_iou_matrix:
-            raise NotImplementedError("LocalCvUtils.generic_nms works on an IoU matrix only")
+            # The stand-in serves the one mode transformers' SAM 3 calls; any other is a misuse.
+            raise ValueError("LocalCvUtils.generic_nms takes an IoU matrix (use_iou_matrix=True), as SAM 3 calls it")
         # A few hundred detections at most: a CPU loop beats a device sync per step.
         ious_cpu = ious.detach().float().cpu()
         order = torch.sort(-scores.detach().float().cpu(), stable=True).indices
@@ -519,7 +520,7 @@ class LocalCvUtils:
         from scipy import ndimage
 
         if not get_counts:
-            raise NotImplementedError("LocalCvUtils.cc_2d always returns the counts")
+            raise ValueError("LocalCvUtils.cc_2d returns labels and counts (get_counts=True), as SAM 3 calls it")
         masks = mask.detach().cpu().numpy() != 0  # (N, 1, H, W)
         labels = np.zeros(masks.shape, np.int32)
         counts = np.zeros(masks.shape, np.int32)
