@@ -59,6 +59,8 @@ class MaskletClassifier(PaintedRows):
         area_weighted: weight each masklet's loss by its pixel share in the batch (pixels,
             not masklets, make mIoU); default False: one masklet, one sample.
         encoder_batch_size: frames per encoder call.
+        encoder_lr: AdamW learning rate of a trainable encoder's adapters
+            (:class:`~vssam2.encoders.SAM2LoRAEncoder`); None = ``lr``. Ignored for frozen encoders.
         metrics: the metric configuration (classes, ignore id, boundary band, mVC windows) of
             every row, the head's class count included.
     """
@@ -79,6 +81,7 @@ class MaskletClassifier(PaintedRows):
         label_smoothing: float = 0.0,
         area_weighted: bool = False,
         encoder_batch_size: int = 8,
+        encoder_lr: float | None = None,
         metrics: MetricConfig = MetricConfig(),
     ) -> None:
         super().__init__(None, metrics)
@@ -158,8 +161,16 @@ class MaskletClassifier(PaintedRows):
 
     # ------------------------------------------------------------------------- training
 
+    def _check_cached_vectors(self) -> None:
+        if self.encoder is not None and self.encoder.trainable:
+            raise ValueError(
+                f"{type(self.encoder).__name__} trains its adapters, so cached vectors (data.feature_cache) are "
+                "not its features: train online on clips (give data.masklet_cache and no data.feature_cache)"
+            )
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if "vectors" in batch:  # feature cache
+            self._check_cached_vectors()
             vectors, target, area = batch["vectors"], batch["target"], batch["area"]
         else:
             vectors, target, area = self._online_vectors(batch)
@@ -185,6 +196,7 @@ class MaskletClassifier(PaintedRows):
             return
         # Cached validation: loss, masklet accuracy, and the exact pixel confusion matrix of
         # the painting (uncovered pixels = no prediction) from the masklets' GT histograms.
+        self._check_cached_vectors()
         vectors, target = batch["vectors"].to(self.device), batch["target"].to(self.device)
         loss, accuracy = self._loss(vectors, target, torch.ones_like(target))
         keep = int((target != self.metric_config.ignore_index).sum())
@@ -236,11 +248,21 @@ class MaskletClassifier(PaintedRows):
 
     # ---------------------------------------------------------------- optimisation
 
+    def trainable_encoder_parameters(self) -> list[torch.nn.Parameter]:
+        """The encoder's trainable parameters (LoRA adapters); empty for a frozen encoder."""
+        if self.encoder is None:
+            return []
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW on the head; linear warm-up then cosine decay per epoch over ``max_epochs``."""
-        optimizer = torch.optim.AdamW(
-            self.head.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
+        """AdamW on the head (and a trainable encoder's adapters, at ``encoder_lr``); linear
+        warm-up then cosine decay per epoch over ``max_epochs``."""
+        groups: list[dict[str, Any]] = [{"params": list(self.head.parameters()), "lr": self.hparams.lr}]
+        adapters = self.trainable_encoder_parameters()
+        if adapters:
+            encoder_lr = self.hparams.encoder_lr if self.hparams.encoder_lr is not None else self.hparams.lr
+            groups.append({"params": adapters, "lr": encoder_lr})
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         max_epochs = self.trainer.max_epochs if self._trainer is not None and self.trainer.max_epochs else 1
         max_epochs = max(int(max_epochs), 1)
         warmup = int(self.hparams.warmup_epochs)
@@ -257,9 +279,17 @@ class MaskletClassifier(PaintedRows):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keeps the frozen encoder's weights out of checkpoints (they are the user's file),
-        and records which encoder the head was trained on."""
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
+        """Keeps the frozen encoder's weights out of checkpoints (they are the user's file):
+        only the head and a trainable encoder's adapters are saved, with the identity of the
+        encoder they were trained on (for adapters, that identity includes the base encoder's)."""
+        trained = (
+            {f"encoder.{name}" for name, p in self.encoder.named_parameters() if p.requires_grad}
+            if (self.encoder is not None)
+            else set()
+        )
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.") or k in trained
+        }
         checkpoint["vssam2_encoder"] = self.encoder.describe() if self.encoder is not None else None
         checkpoint["vssam2_feature_dim"] = self.head.in_dim
 
@@ -273,6 +303,12 @@ class MaskletClassifier(PaintedRows):
                 "it was trained with another encoder"
             )
         if trained_on is not None and self.encoder is not None and trained_on != self.encoder.describe():
+            base, mine = trained_on.get("base"), self.encoder.describe().get("base")
+            if base is not None and mine is not None and base != mine:
+                raise ValueError(
+                    "checkpoint's LoRA adapters were trained on another base SAM2 encoder:\n"
+                    f"  checkpoint base: {base}\n  this model's base: {mine}"
+                )
             raise ValueError(
                 "checkpoint was trained on another encoder configuration:\n"
                 f"  checkpoint: {trained_on}\n  this model: {self.encoder.describe()}"

@@ -1,6 +1,8 @@
 """Frozen image encoders behind one interface: frames (B, H, W, 3) uint8 -> features (B, C, h, w).
 
 - :class:`SAM2Encoder`: SAM2's image encoder (the paper's I-SAM2 features).
+- :class:`SAM2LoRAEncoder`: SAM2's image encoder with trainable LoRA adapters (peft) on its
+  Hiera trunk's attention (I-SAM2-LoRA); trained online, never cached.
 - :class:`TimmEncoder`: any timm backbone, weights from a local file.
 - :class:`MiTEncoder`: SegFormer's MiT-B0...B5 from mmseg checkpoints (CFFM, MRCFA, TV3S),
   the paper's I-CFFM features; :func:`mmseg_to_hf` is its key mapping.
@@ -16,6 +18,7 @@ from vssam2.encoders.base import FrozenEncoder
 from vssam2.encoders.clip import CLIPEncoder, clip_text_embeddings
 from vssam2.encoders.mit import MiTEncoder, mmseg_to_hf
 from vssam2.encoders.sam2 import SAM2Encoder
+from vssam2.encoders.sam2_lora import SAM2LoRAEncoder
 from vssam2.encoders.timm_backbone import TimmEncoder
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "FrozenEncoder",
     "MiTEncoder",
     "SAM2Encoder",
+    "SAM2LoRAEncoder",
     "TimmEncoder",
     "clip_text_embeddings",
     "mmseg_to_hf",

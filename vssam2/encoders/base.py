@@ -50,12 +50,19 @@ class FrozenEncoder(torch.nn.Module, abc.ABC):
     Subclasses set :attr:`out_channels`, implement :meth:`preprocess`, :meth:`encode` and
     :meth:`_identity`, and call :meth:`_freeze` at the end of ``__init__``.
 
+    One kind of encoder is not frozen all through: an adapted one
+    (:class:`~vssam2.encoders.sam2_lora.SAM2LoRAEncoder`) keeps its base weights frozen but
+    trains small adapters, so its features change during training; it sets :attr:`trainable`,
+    and nothing caches its features.
+
     Attributes:
         out_channels: Channels ``C`` of the features.
         autocast: Whether bf16 autocast is used for CUDA input.
+        trainable: Whether some parameters train (adapters); False for a frozen encoder.
     """
 
     out_channels: int
+    trainable: bool = False
 
     def __init__(self, autocast: bool = True) -> None:
         super().__init__()

@@ -42,6 +42,11 @@ def feature_cache_config(encoder: Any, data: Any, pooling: str, per_frame: bool)
     """What determines the cached vectors (hashed into the folder's key)."""
     if data.masklet_cache is None:
         raise ValueError("the feature cache pools over cached masklets: give the data module a masklet_cache")
+    if getattr(encoder, "trainable", False):
+        raise ValueError(
+            f"{type(encoder).__name__} trains adapters, so its features change during training and the feature "
+            "cache cannot hold them: train it online on clips (data.masklet_cache without data.feature_cache)"
+        )
     return {
         "format": FORMAT_VERSION,
         "encoder": encoder.describe(),
