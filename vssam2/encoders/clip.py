@@ -5,9 +5,13 @@ final layer norm and, for CLIP, its ``visual_projection``: the map CLIP applies 
 token, applied to every patch (as MaskCLIP does). Each patch vector then lives in the space of
 the text embeddings, so a masklet's masked-average pool (Eq. 3) can be matched to class names
 by cosine similarity (zero-shot) or fed to the MLP head like any other encoder's features.
-Why dense pooling and not masked crops through the image tower: one ViT pass per frame serves
-every masklet of the frame (a crop costs a pass per masklet), and the pooled vector covers
-exactly the masklet's pixels, as Eq. 3 does for SAM2 and MiT.
+
+Pooled image embeddings (:meth:`CLIPEncoder.image_embeddings`, ``get_image_features``): the
+tower's own pooled head on whole images, e.g. masked crops of masklets
+(:meth:`CLIPEncoder.preprocess_crops` prepares them as the folder's image processor does).
+Dense pooling is the default of the zero-shot rows: one ViT pass per frame serves every
+masklet of the frame (a crop costs a pass per masklet), and the pooled vector covers exactly
+the masklet's pixels, as Eq. 3 does for SAM2 and MiT (docs/clip.md has the measured costs).
 
 Weights: a local folder in transformers' format only (``CLIPModel`` / ``SiglipModel``
 ``save_pretrained``, e.g. ``huggingface-cli download openai/clip-vit-base-patch16 --local-dir
@@ -37,6 +41,9 @@ _WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+#: PIL resampling codes of image processor configs -> torchvision ``InterpolationMode`` names
+#: (CLIP's processor uses 3, bicubic; torchvision is imported only when crops are prepared).
+_RESAMPLE = {0: "NEAREST", 1: "LANCZOS", 2: "BILINEAR", 3: "BICUBIC", 4: "BOX", 5: "HAMMING"}
 
 
 def check_clip_folder(folder: str | Path) -> tuple[Path, str]:
@@ -96,6 +103,11 @@ class CLIPEncoder(FrozenEncoder):
     folder's ``image_mean`` / ``image_std``. Position embeddings are interpolated when
     ``image_size`` is not the checkpoint's.
 
+    Whole-image embeddings (masked crops, :meth:`preprocess_crops` then
+    :meth:`image_embeddings`) run at the tower's own size (:attr:`crop_size`) and are prepared
+    as the folder's image processor prepares images, so a square crop's embedding is
+    ``get_image_features`` of that crop given to CLIP's processor.
+
     Args:
         checkpoint: local CLIP / SigLIP folder (``CLIPModel`` / ``SiglipModel`` format).
         image_size: input resolution (a multiple of the patch size); None = the checkpoint's.
@@ -133,6 +145,10 @@ class CLIPEncoder(FrozenEncoder):
         processor = _read_processor(path)
         self.register_buffer("mean", as_channel_buffer(processor["image_mean"]), persistent=False)
         self.register_buffer("std", as_channel_buffer(processor["image_std"]), persistent=False)
+        #: Side of the images :meth:`image_embeddings` takes: the tower's own (CLIP's processor
+        #: crop size), whatever ``image_size`` the dense features use.
+        self.crop_size = self.native_size
+        self.crop_resample = _RESAMPLE[processor["resample"]]  # torchvision InterpolationMode name
         self.checkpoint = str(path.resolve())  # the folder, for its text tower
         self._sha256 = _folder_sha256(path)
         del model
@@ -155,6 +171,69 @@ class CLIPEncoder(FrozenEncoder):
         side = self.image_size // self.patch_size
         return hidden.transpose(1, 2).reshape(hidden.shape[0], -1, side, side)
 
+    @property
+    def fill_colour(self) -> torch.Tensor:
+        """``(3,)`` uint8: the folder's ``image_mean`` as an RGB colour (normalises to about 0),
+        the colour of the pixels outside a masklet in a masked crop."""
+        return (self.mean.view(3) * 255).round().to(torch.uint8)
+
+    def preprocess_crops(self, crops: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Square ``(3, h, h)`` uint8 RGB crops -> ``(N, 3, S, S)`` float32, ``S`` = :attr:`crop_size`,
+        as the folder's image processor prepares an image (CLIP's: torchvision's antialiased
+        resize with the processor's ``resample``, bicubic, on the uint8 image; its centre crop is
+        a no-op on a square image; then rescaled to [0, 1] and normalised).
+
+        Raises:
+            ValueError: no crop, or a crop that is not a non-empty square ``(3, h, h)`` uint8.
+        """
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as tvF
+
+        if not crops:
+            raise ValueError("no crops to preprocess")
+        size = [self.crop_size, self.crop_size]
+        interpolation = getattr(InterpolationMode, self.crop_resample)
+        resized = []
+        for crop in crops:
+            if crop.dtype != torch.uint8 or crop.ndim != 3 or crop.shape[0] != 3 or crop.shape[1] != crop.shape[2]:
+                raise ValueError(
+                    f"crops must be square (3, h, h) uint8 RGB, got {tuple(crop.shape)} {crop.dtype} "
+                    "(a non-square crop would be stretched, which CLIP's processor never does)"
+                )
+            if crop.shape[1] == 0:
+                raise ValueError("crops must be non-empty")
+            resized.append(
+                tvF.resize(crop.to(self.mean.device), size, interpolation=interpolation, antialias=True)
+            )  # (3, S, S) uint8
+        images = torch.stack(resized).float() / 255.0  # (N, 3, S, S) in [0, 1]
+        return (images - self.mean) / self.std
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """The tower's pooled image embedding (``get_image_features``) of preprocessed images.
+
+        CLIP: the class token through the final layer norm and, when ``projected``, the
+        ``visual_projection``; SigLIP: its attention-pooling head. Same space and width as the
+        dense features (:attr:`out_channels`), so both match the same text embeddings.
+
+        Args:
+            images: ``(N, 3, S, S)`` float32 from :meth:`preprocess_crops` (``S`` = :attr:`crop_size`).
+
+        Returns:
+            ``(N, out_channels)`` float32, without ``grad_fn`` (bf16 autocast on CUDA as in
+            :meth:`forward` when ``autocast``).
+        """
+        side = self.crop_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, side, side):
+            raise ValueError(f"images must be (N, 3, {side}, {side}) (preprocess_crops), got {tuple(images.shape)}")
+        with torch.no_grad():
+            images = images.to(self._device())
+            use_autocast = self.autocast and images.device.type == "cuda"
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                pooled = self.vision_model(pixel_values=images).pooler_output  # (N, D)
+                if self.projection is not None:
+                    pooled = self.projection(pooled)  # (N, C)
+            return pooled.float()
+
     def _identity(self) -> dict[str, Any]:
         return {
             "model_type": self.model_type,
@@ -164,15 +243,19 @@ class CLIPEncoder(FrozenEncoder):
         }
 
 
-def _read_processor(path: Path) -> dict[str, Sequence[float]]:
-    """``image_mean`` / ``image_std`` of the folder's image processor config."""
+def _read_processor(path: Path) -> dict[str, Any]:
+    """``image_mean`` / ``image_std`` and ``resample`` (a PIL code; default 3, bicubic, CLIP's) of
+    the folder's image processor config."""
     for name in _PROCESSOR_FILES:
         file = path / name
         if file.is_file():
             data = json.loads(file.read_text())
             data = data.get("image_processor", data)  # processor_config.json nests it
             if "image_mean" in data and "image_std" in data:
-                return {"image_mean": data["image_mean"], "image_std": data["image_std"]}
+                resample = data.get("resample", 3)
+                if resample not in _RESAMPLE:
+                    raise ValueError(f"{file}: resample {resample!r} is not one of PIL's codes {sorted(_RESAMPLE)}")
+                return {"image_mean": data["image_mean"], "image_std": data["image_std"], "resample": int(resample)}
     raise ValueError(f"CLIP checkpoint folder {path}: the image processor config has no image_mean / image_std")
 
 
