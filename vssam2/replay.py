@@ -33,7 +33,9 @@ class PredictionReplay(LightningModule):
 
     def __init__(self, methods: list[str] | None = None, metrics: MetricConfig = MetricConfig()) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Lightning collects the init arguments of the subclass frames too; their encoder is a
+        # module (its weights are not hyperparameters; subclasses save their own without it).
+        self.save_hyperparameters(ignore=["encoder"])
         self.methods: list[str] = list(methods or [])
         self.metric_config = metrics
         self.refinement: Refinement | None = None
