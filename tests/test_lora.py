@@ -233,3 +233,57 @@ def test_shipped_lora_configs_parse(configs: list[str], capsys) -> None:
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "SAM2LoRAEncoder" in printed and "feature_cache: null" in printed
+
+
+# slow: the shipped VSPW config end to end with an official-format Hiera-T checkpoint at 128 px (~40 s)
+@pytest.mark.slow
+def test_shipped_vspw_config_trains_on_a_vspw_layout(synthetic_root: Path, masklets: Path, tmp_path: Path) -> None:
+    from vssam2.masklets.sam2_model import load_sam2
+
+    weights = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": load_sam2("sam2.1-tiny", None).state_dict()}, weights)  # Meta's format, random values
+    encoder = "--model.init_args.encoder.init_args."
+    args = [
+        "--config",
+        str(REPO / "configs" / "train" / "isam2_lora_vspw.yaml"),
+        "--config",
+        str(REPO / "configs" / "train" / "isam2_base_vspw.yaml"),
+        f"{encoder}config",
+        "sam2.1_hiera_tiny",
+        f"{encoder}checkpoint",
+        str(weights),
+        f"{encoder}image_size",
+        "128",
+        "--data.root",
+        str(synthetic_root / "vspw"),
+        "--data.masklet_cache",
+        str(masklets),
+        "--data.pred_roots",
+        json.dumps({"cffm_b1": str(synthetic_root / "predictions" / "vspw" / "sim_strong")}),
+        "--data.num_workers",
+        "0",
+        "--data.train_clips_per_epoch",
+        "2",
+        "--data.batch_size",
+        "1",
+        "--data.train_clip_len",
+        "2",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--run.wandb",
+        "disabled",
+    ]
+    train_main(args)
+    run = tmp_path / "isam2_lora" / "version_0"
+    results = json.loads((run / "results.json").read_text())
+    assert list(results["methods"]) == ["I-SAM2-LoRA", "I-SAM2-LoRA_base", "cffm_b1"]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    base = checkpoint["vssam2_encoder"]["base"]
+    assert base["config"].endswith("sam2.1_hiera_t.yaml") and len(base["checkpoint_sha256"]) == 64
+    assert len(checkpoint["state_dict"]) < 200  # head + 12 blocks x 2 targets x 2 adapters, no SAM2 weights
