@@ -258,3 +258,14 @@ def test_crop_mode_picks_the_class_whose_text_embedding_is_planted(clips: dict[s
         ZeroShotCLIP(model.encoder, embedding="patches")
     with pytest.raises(ValueError, match="crops must be square"):
         model.encoder.preprocess_crops([torch.zeros(3, 4, 5, dtype=torch.uint8)])
+
+
+def test_write_tiny_clip_takes_another_vision_shape(tmp_path: Path) -> None:
+    """benchmarks/bench_clip.py writes a ViT-B/16-shaped tower this way; the processor follows."""
+    from transformers import CLIPImageProcessor
+
+    folder = write_tiny_clip(tmp_path / "c", vision={"image_size": 48, "patch_size": 16}, projection_dim=16)
+    encoder = CLIPEncoder(str(folder))
+    assert (encoder.native_size, encoder.patch_size, encoder.crop_size, encoder.out_channels) == (48, 16, 48, 16)
+    assert CLIPImageProcessor.from_pretrained(folder).crop_size == {"height": 48, "width": 48}
+    assert encoder(_frames(1, 30, 40)).shape == (1, 16, 3, 3)

@@ -10,8 +10,9 @@ Pooled image embeddings (:meth:`CLIPEncoder.image_embeddings`, ``get_image_featu
 tower's own pooled head on whole images, e.g. masked crops of masklets
 (:meth:`CLIPEncoder.preprocess_crops` prepares them as the folder's image processor does).
 Dense pooling is the default of the zero-shot rows: one ViT pass per frame serves every
-masklet of the frame (a crop costs a pass per masklet), and the pooled vector covers exactly
-the masklet's pixels, as Eq. 3 does for SAM2 and MiT (docs/clip.md has the measured costs).
+masklet of the frame (a crop costs a pass per masklet of the clip), and the pooled vector
+covers exactly the masklet's pixels, as Eq. 3 does for SAM2 and MiT (docs/clip.md: the
+measured costs of both, and when crops are the cheaper one).
 
 Weights: a local folder in transformers' format only (``CLIPModel`` / ``SiglipModel``
 ``save_pretrained``, e.g. ``huggingface-cli download openai/clip-vit-base-patch16 --local-dir
@@ -295,7 +296,13 @@ def clip_text_embeddings(
     return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
 
 
-def write_tiny_clip(folder: str | Path, kind: str = "clip", seed: int = 0) -> Path:
+def write_tiny_clip(
+    folder: str | Path,
+    kind: str = "clip",
+    seed: int = 0,
+    vision: dict[str, int] | None = None,
+    projection_dim: int = 24,
+) -> Path:
     """Writes a tiny random-weight CLIP (or SigLIP) folder in transformers' real format: model,
     image processor and an offline byte-level CLIP tokenizer (tests and the demo; its features
     and text embeddings are meaningless).
@@ -304,6 +311,10 @@ def write_tiny_clip(folder: str | Path, kind: str = "clip", seed: int = 0) -> Pa
         folder: where to write (created if absent).
         kind: "clip" or "siglip".
         seed: seed of the random weights (the global RNG is left as it was).
+        vision: vision-config entries replacing the tiny ones (e.g. ViT-B/16's ``hidden_size``
+            768, 12 layers and heads, ``image_size`` 224, ``patch_size`` 16, for benchmarks);
+            the image processor's size follows ``image_size``.
+        projection_dim: CLIP's embedding width (text and image projections).
     """
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, SiglipImageProcessor, SiglipModel
 
@@ -318,16 +329,17 @@ def write_tiny_clip(folder: str | Path, kind: str = "clip", seed: int = 0) -> Pa
     text |= {"num_attention_heads": 4, "max_position_embeddings": 64}
     text |= {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     text |= {"pad_token_id": tokenizer.pad_token_id}
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-    vision |= {"image_size": 32, "patch_size": 8}
+    vision_config = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    vision_config |= {"image_size": 32, "patch_size": 8} | dict(vision or {})
+    side = int(vision_config["image_size"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if kind == "clip":
-            model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
-            processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+            model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision_config, projection_dim=projection_dim))
+            processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
         else:
-            model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
-            processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+            model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision_config))
+            processor = SiglipImageProcessor(size={"height": side, "width": side})
     with no_transformers_progress_bars():
         model.save_pretrained(folder)
     processor.save_pretrained(folder)
