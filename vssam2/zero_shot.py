@@ -178,8 +178,11 @@ class ZeroShotCLIP(PaintedRows):
         encoder_batch_size: frames per encoder call (dense).
         embedding: "dense" (pooled patch features, one tower pass per frame) or "crop" (a
             masked crop of each masklet through the tower's pooled head, one pass per masklet;
-            see the module docstring). Dense is the default: as many times cheaper as a frame
-            has masklets (benchmarks/bench_clip.py), and the vector covers exactly the masklet.
+            see the module docstring). Dense is the default: its cost is a pass per frame
+            whatever the masklets, its vector covers exactly the masklet's pixels, and it is
+            the feature the trained head (I-CLIP-MLP) reads, so zero-shot and trained rows
+            differ only by the head. Crops are cheaper only for few long-lived masklets
+            against a larger dense input (docs/clip.md has the measured costs).
         crop_margin: context margin of a crop on each side, a fraction of the box's longer side.
         crop_batch_size: crops per tower call.
         metrics: the metric configuration.
