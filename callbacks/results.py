@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
 from callbacks.run_dir import run_directory, wandb_logger
 from vssam2 import label_kernels
@@ -17,6 +18,8 @@ from vssam2.report import delta_table, markdown_table, per_class_table, plot_con
 
 class ResultsWriter(Callback):
     """After ``validate`` / ``test``: prints the paper-style table and writes the result files.
+
+    Not after the validation passes of ``fit``: those are logged as curves.
 
     Reads the module's :class:`~vssam2.scoring.ScoreReport` (``pl_module.report``, which every
     :class:`~vssam2.replay.PredictionReplay` sets at the end of an evaluation epoch); writes
@@ -35,7 +38,9 @@ class ResultsWriter(Callback):
         self.class_names = list(class_names) if class_names is not None else None
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
+        # A validation pass inside fit is logged as curves (val/mIoU, ...); its full tables
+        # every epoch would be noise, and its files would be overwritten by the test anyway.
+        if not trainer.sanity_checking and trainer.state.fn != TrainerFn.FITTING:
             self._report(trainer, pl_module, "val")
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
