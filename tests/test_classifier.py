@@ -229,6 +229,7 @@ def test_ddp_fit_two_processes(synthetic_root: Path, caches: dict[str, Path], tm
         ["isam2_vspw.yaml", "isam2_base_vspw.yaml"],
         ["icffm_b1_vspw.yaml"],
         ["isam2_vspw.yaml", "timm_vspw.yaml"],
+        ["imit_b0_synthetic.yaml"],
     ],
 )
 def test_shipped_train_configs_parse(configs: list[str], capsys) -> None:
@@ -239,7 +240,9 @@ def test_shipped_train_configs_parse(configs: list[str], capsys) -> None:
     assert "MaskletClassifier" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["isam2_tiny_synthetic.yaml", "isam2_vspw.yaml", "icffm_b1_vspw.yaml"])
+@pytest.mark.parametrize(
+    "name", ["isam2_tiny_synthetic.yaml", "isam2_vspw.yaml", "icffm_b1_vspw.yaml", "imit_b0_synthetic.yaml"]
+)
 def test_shipped_feature_configs_parse(name: str) -> None:
     from vssam2.features.__main__ import build_parser
 

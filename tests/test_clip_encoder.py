@@ -116,7 +116,21 @@ def test_zero_shot_picks_the_class_whose_text_embedding_is_planted(folders: dict
         ZeroShotCLIP(CLIPEncoder(str(folders["clip"]), projected=False))
 
 
-def test_iclip_rows_through_evaluate(folders: dict[str, Path], synthetic_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("configs", "base", "extra"),
+    [
+        (("synthetic.yaml", "iclip_synthetic.yaml"), "sim_strong", []),
+        # the shipped VSPW pair on a VSPW-layout dataset: the tiny CLIP at its own size
+        (
+            ("vspw.yaml", "iclip_vspw.yaml"),
+            "CFFM-B0",
+            ["--model.init_args.encoder.init_args.image_size", "32", "--data.num_workers", "0"],
+        ),
+    ],
+)
+def test_iclip_rows_through_evaluate(
+    folders: dict[str, Path], synthetic_root: Path, tmp_path: Path, configs: tuple[str, str], base: str, extra: list
+) -> None:
     import json as json_module
 
     from datamodules import VSPWDataModule
@@ -133,9 +147,9 @@ def test_iclip_rows_through_evaluate(folders: dict[str, Path], synthetic_root: P
         [
             "test",
             "--config",
-            str(repo / "configs" / "evaluate" / "synthetic.yaml"),
+            str(repo / "configs" / "evaluate" / configs[0]),
             "--config",
-            str(repo / "configs" / "evaluate" / "iclip_synthetic.yaml"),
+            str(repo / "configs" / "evaluate" / configs[1]),
             "--model.init_args.encoder.init_args.checkpoint",
             str(folders["clip"]),
             "--data.root",
@@ -145,15 +159,16 @@ def test_iclip_rows_through_evaluate(folders: dict[str, Path], synthetic_root: P
             "--data.masklet_cache",
             str(cache),
             "--data.pred_roots",
-            json_module.dumps({"sim_strong": str(preds / "sim_strong")}),
+            json_module.dumps({base: str(preds / "sim_strong")}),
             "--trainer.default_root_dir",
             str(tmp_path / "run"),
             "--trainer.enable_progress_bar",
             "false",
             "--run.wandb",
             "disabled",
+            *extra,
         ]
     )
     rows = cli.model.report.rows
-    assert list(rows) == ["I-CLIP", "I-CLIP_base", "sim_strong"]
+    assert list(rows) == ["I-CLIP", "I-CLIP_base", base]
     assert 0.0 <= float(rows["I-CLIP"]["mIoU"]) <= 1.0
