@@ -38,20 +38,18 @@ from vssam2.refine import masklet_targets  # noqa: E402
 NUM_CLASSES = 124
 
 
-def voronoi_segments(frames: int, height: int, width: int, masklets: int, seed: int = 0) -> torch.Tensor:
-    """(T, H, W) int32 maps of `masklets` Voronoi cells that drift a little per frame."""
+def voronoi_segments(frames: int, height: int, width: int, masklets: int, seed: int) -> torch.Tensor:
+    """(T, H, W) int32 maps of ``masklets`` Voronoi cells that drift a little per frame (ids 1..M)."""
     rng = np.random.default_rng(seed)
     centres = rng.random((masklets, 2)) * (height, width)
     drift = rng.normal(0, 2, (masklets, 2))
     yy, xx = np.mgrid[:height, :width]
     out = np.empty((frames, height, width), np.int32)
     for t in range(frames):
-        c = centres + t * drift
-        best = np.full((height, width), np.inf)
-        for i, (cy, cx) in enumerate(c):  # benchmark data only
-            d = (yy - cy) ** 2 + (xx - cx) ** 2
-            out[t][d < best] = i + 1
-            best = np.minimum(best, d)
+        d = ((yy[None] - (centres[:, 0, None, None] + t * drift[:, 0, None, None])) ** 2) + (
+            (xx[None] - (centres[:, 1, None, None] + t * drift[:, 1, None, None])) ** 2
+        )  # (M, H, W)
+        out[t] = d.argmin(0) + 1
     return torch.from_numpy(out)
 
 

@@ -39,29 +39,14 @@ from typing import Any
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_classifier import voronoi_segments  # noqa: E402  (benchmarks/ is the script's folder)
 
 from vssam2.classifier import MaskletClassifier  # noqa: E402
 from vssam2.encoders import SAM2Encoder, SAM2LoRAEncoder  # noqa: E402
 
 NUM_CLASSES = 124
 VARIANTS = ("frozen", "lora", "lora_checkpointing")
-
-
-def voronoi_segments(frames: int, height: int, width: int, masklets: int, seed: int) -> torch.Tensor:
-    """(T, H, W) int32 maps of ``masklets`` Voronoi cells that drift a little per frame."""
-    rng = np.random.default_rng(seed)
-    centres = rng.random((masklets, 2)) * (height, width)
-    drift = rng.normal(0, 2, (masklets, 2))
-    yy, xx = np.mgrid[:height, :width]
-    out = np.empty((frames, height, width), np.int32)
-    for t in range(frames):
-        d = ((yy[None] - (centres[:, 0, None, None] + t * drift[:, 0, None, None])) ** 2) + (
-            (xx[None] - (centres[:, 1, None, None] + t * drift[:, 1, None, None])) ** 2
-        )  # (M, H, W)
-        out[t] = d.argmin(0) + 1
-    return torch.from_numpy(out)
 
 
 def batches(args: argparse.Namespace, count: int, frames: int, seed: int = 0) -> list[dict[str, Any]]:
