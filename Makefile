@@ -71,7 +71,7 @@ demo: $(STAMP)
 	$(STAGE)"[18/21] I-CLIP-MLP: the head on the CLIP features (feature cache, train.py); Table 3 joins every classifier row with the base models"
 	@$(PY) -m vssam2.features --config configs/features/iclip_tiny_synthetic.yaml
 	@$(PY) train.py --config configs/train/iclip_tiny_synthetic.yaml
-	@$(PY) -m vssam2.tables demo_run/runs/synthetic_iclip demo_run/runs/isam2_synthetic demo_run/runs/isam2_lora_synthetic demo_run/runs/imit_b0_synthetic demo_run/runs/iclip_synthetic demo_run/runs/synthetic_isam3 --out demo_run/table3.md --json demo_run/table3.json
+	@$(PY) -m vssam2.tables demo_run/runs/synthetic_eval demo_run/runs/isam2_synthetic demo_run/runs/isam2_lora_synthetic demo_run/runs/imit_b0_synthetic demo_run/runs/synthetic_iclip demo_run/runs/iclip_synthetic demo_run/runs/synthetic_isam3 --out demo_run/table3.md --json demo_run/table3.json
 	$(STAGE)"[19/21] Refinement statistics of the simulated models on superpixel masklets (train and val), for learned rules"
 	@$(PY) -m vssam2.fusion --config configs/fusion/superpixel_synthetic.yaml
 	$(STAGE)"[20/21] Train the learned refinement rule of sim_strong from the statistics (seconds), test it beside the vote"
