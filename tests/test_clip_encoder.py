@@ -120,9 +120,9 @@ def test_zero_shot_picks_the_class_whose_text_embedding_is_planted(folders: dict
     ("configs", "base", "extra"),
     [
         (("synthetic.yaml", "iclip_synthetic.yaml"), "sim_strong", []),
-        # the shipped VSPW pair on a VSPW-layout dataset: the tiny CLIP at its own size
+        # the shipped VSPW config alone on a VSPW-layout dataset: the tiny CLIP at its own size
         (
-            ("vspw.yaml", "iclip_vspw.yaml"),
+            ("iclip_vspw.yaml",),
             "CFFM-B0",
             ["--model.init_args.encoder.init_args.image_size", "32", "--data.num_workers", "0"],
         ),
@@ -146,10 +146,7 @@ def test_iclip_rows_through_evaluate(
     cli = evaluate_main(
         [
             "test",
-            "--config",
-            str(repo / "configs" / "evaluate" / configs[0]),
-            "--config",
-            str(repo / "configs" / "evaluate" / configs[1]),
+            *(arg for name in configs for arg in ("--config", str(repo / "configs" / "evaluate" / name))),
             "--model.init_args.encoder.init_args.checkpoint",
             str(folders["clip"]),
             "--data.root",

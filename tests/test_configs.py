@@ -28,7 +28,7 @@ EVALUATE = {
     "isam3_synthetic.yaml": ["synthetic.yaml"],
     "isam3_vspw.yaml": ["vspw.yaml"],
     "iclip_synthetic.yaml": ["synthetic.yaml"],
-    "iclip_vspw.yaml": ["vspw.yaml"],
+    "iclip_vspw.yaml": [],  # self-contained
 }
 MASKLETS = [
     "oracle_synthetic.yaml",
