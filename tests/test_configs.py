@@ -70,6 +70,19 @@ def test_every_config_file_is_covered():
     assert shipped == listed, f"configs not exercised by a test: {sorted(shipped - listed)}"
 
 
+def test_every_train_features_and_prompts_config_is_named_by_a_test() -> None:
+    """The folders covered elsewhere: each file must appear by name in some test file (where it
+    is parsed or run), so a new config cannot ship untested."""
+    tests = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    unnamed = sorted(
+        str(p.relative_to(CONFIGS))
+        for folder in COVERED_ELSEWHERE
+        for p in (CONFIGS / folder).glob("*.yaml")
+        if p.name not in tests
+    )
+    assert not unnamed, f"configs no test names: {unnamed}"
+
+
 @pytest.mark.parametrize("name", list(EVALUATE))
 def test_evaluate_configs_parse(name: str, capsys) -> None:
     args = [a for base in [*EVALUATE[name], name] for a in ("--config", str(CONFIGS / "evaluate" / base))]
