@@ -55,14 +55,18 @@ def test_off_the_cpu_everything_runs_in_the_calling_thread():
 def test_worker_threads_run_in_the_callers_inference_mode():
     """Metric states made under Lightning's inference mode can only be updated in it."""
     with torch.inference_mode():
-        state = torch.zeros(3)
+        # One state per worker: two threads adding into one tensor would race (a lost update).
+        states = [torch.zeros(3), torch.zeros(3)]
 
-        def update():
-            state.add_(1)
-            return torch.is_inference_mode_enabled()
+        def updater(state: torch.Tensor):
+            def update():
+                state.add_(1)
+                return torch.is_inference_mode_enabled()
 
-        assert run_all([update, update], "cpu") == [True, True]
+            return update
+
+        assert run_all([updater(s) for s in states], "cpu") == [True, True]
         assert map_slices(4 * MIN_SLICE, lambda a, b: torch.is_inference_mode_enabled(), "cpu") == [True] * min(
             torch.get_num_threads(), 4
         )
-    assert state.tolist() == [2.0, 2.0, 2.0]
+    assert [s.tolist() for s in states] == [[1.0, 1.0, 1.0]] * 2
