@@ -226,7 +226,7 @@ def test_crop_embedding_of_a_full_frame_masklet_is_clips_image_embedding(clips: 
     segments = torch.ones(2, 72, 72, dtype=torch.int32)
     segments[1, :, :30] = 0  # frame 0 is the masklet's largest
     vectors, rows = model.crop_vectors(frames, segments)
-    processor = CLIPImageProcessor.from_pretrained(clips["A"])
+    processor = CLIPImageProcessor.from_pretrained(clips["A"], local_files_only=True)
     clip = CLIPModel.from_pretrained(clips["A"], local_files_only=True).eval()
     with torch.no_grad():
         want = clip.get_image_features(**processor(images=frames[0], return_tensors="pt"))
@@ -267,5 +267,5 @@ def test_write_tiny_clip_takes_another_vision_shape(tmp_path: Path) -> None:
     folder = write_tiny_clip(tmp_path / "c", vision={"image_size": 48, "patch_size": 16}, projection_dim=16)
     encoder = CLIPEncoder(str(folder))
     assert (encoder.native_size, encoder.patch_size, encoder.crop_size, encoder.out_channels) == (48, 16, 48, 16)
-    assert CLIPImageProcessor.from_pretrained(folder).crop_size == {"height": 48, "width": 48}
+    assert CLIPImageProcessor.from_pretrained(folder, local_files_only=True).crop_size == {"height": 48, "width": 48}
     assert encoder(_frames(1, 30, 40)).shape == (1, 16, 3, 3)
