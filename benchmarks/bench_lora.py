@@ -77,10 +77,7 @@ def train_steps(model: MaskletClassifier, data: list[dict[str, Any]], batch_size
     """Seconds and masklet vectors of ``training_step`` + backward + AdamW over ``data``."""
     model.hparams.encoder_batch_size = batch_size
     model.train()
-    groups = [{"params": list(model.head.parameters())}]
-    if model.trainable_encoder_parameters():
-        groups.append({"params": model.trainable_encoder_parameters()})
-    optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    optimizer = model.configure_optimizers()["optimizer"]  # the head, and the adapters when there are some
     model.log = lambda *a, **k: None  # no trainer attached: Lightning's logging is not what is timed
     vectors = 0
     start = time.perf_counter()

@@ -52,17 +52,15 @@ class FrozenEncoder(torch.nn.Module, abc.ABC):
 
     One kind of encoder is not frozen all through: an adapted one
     (:class:`~vssam2.encoders.sam2_lora.SAM2LoRAEncoder`) keeps its base weights frozen but
-    trains small adapters, so its features change during training; it sets :attr:`trainable`,
+    trains small adapters, so its features change during training: its :attr:`trainable` is True,
     and nothing caches its features.
 
     Attributes:
         out_channels: Channels ``C`` of the features.
         autocast: Whether bf16 autocast is used for CUDA input.
-        trainable: Whether some parameters train (adapters); False for a frozen encoder.
     """
 
     out_channels: int
-    trainable: bool = False
 
     def __init__(self, autocast: bool = True) -> None:
         super().__init__()
@@ -115,12 +113,24 @@ class FrozenEncoder(torch.nn.Module, abc.ABC):
         """
         self._check_frames(frames)
         with torch.no_grad():
-            frames = frames.to(self._device())  # (B, H, W, 3) uint8
-            images = self.preprocess(frames)  # (B, 3, h_in, w_in) float32
-            use_autocast = self.autocast and images.device.type == "cuda"
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
-                features = self.encode(images)  # (B, C, h, w)
-            return features.float()
+            return self._features(frames.to(self._device()))
+
+    def _features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Preprocess + encode of validated ``(B, H, W, 3)`` uint8 frames on the encoder's device
+        -> ``(B, C, h, w)`` float32 (autograd as the caller has it)."""
+        images = self.preprocess(frames)  # (B, 3, h_in, w_in) float32
+        with self._autocast(images.device):
+            features = self.encode(images)  # (B, C, h, w)
+        return features.float()
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        """bf16 autocast when :attr:`autocast` is set and ``device`` is CUDA; a no-op otherwise."""
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast and device.type == "cuda")
+
+    @property
+    def trainable(self) -> bool:
+        """Whether some parameters train (an adapted encoder's adapters); False once frozen."""
+        return any(p.requires_grad for p in self.parameters())
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able identity of the features this encoder computes (a cache key).

@@ -228,8 +228,7 @@ class CLIPEncoder(FrozenEncoder):
             raise ValueError(f"images must be (N, 3, {side}, {side}) (preprocess_crops), got {tuple(images.shape)}")
         with torch.no_grad():
             images = images.to(self._device())
-            use_autocast = self.autocast and images.device.type == "cuda"
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+            with self._autocast(images.device):
                 pooled = self.vision_model(pixel_values=images).pooler_output  # (N, D)
                 if self.projection is not None:
                     pooled = self.projection(pooled)  # (N, C)

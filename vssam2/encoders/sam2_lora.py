@@ -67,8 +67,6 @@ class SAM2LoRAEncoder(SAM2Encoder):
         ValueError: A bad rank / alpha / dropout, an unknown target, or a block out of range.
     """
 
-    trainable = True
-
     def __init__(
         self,
         config: str = "sam2.1_hiera_tiny",
@@ -138,14 +136,7 @@ class SAM2LoRAEncoder(SAM2Encoder):
         frames = frames.to(self._device())  # (B, H, W, 3) uint8
         if self.checkpointing:
             return activation_checkpoint(self._features, frames, use_reentrant=False)
-        return self._features(frames)
-
-    def _features(self, frames: torch.Tensor) -> torch.Tensor:
-        images = self.preprocess(frames)  # (B, 3, S, S) float32
-        use_autocast = self.autocast and images.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
-            features = self.encode(images)  # (B, 256, S / 16, S / 16)
-        return features.float()
+        return self._features(frames)  # (B, 256, S / 16, S / 16)
 
     def train(self, mode: bool = True) -> SAM2LoRAEncoder:
         """SAM2 stays in eval mode; only the adapters' dropout follows ``mode``."""
